@@ -776,7 +776,6 @@ bool df_plan_plan(df_plan *p, const struct df_action_class *cls, json_t *args,
         df_errorf(err, 0, "%s", json_string_value(json_object_get(p->planning->error, "message")));
     flow = df_flow_finish_root(p->planning->frames[0].flow);
     p->planning->frames[0].flow = NULL;
-    p->planning->n = 0;
     json_decref(p->run_flow);
     p->run_flow = df_flow_encode(flow);
     df_flow_free(flow);
