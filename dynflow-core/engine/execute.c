@@ -462,7 +462,8 @@ static int plan_rescue_strategy(df_plan *p)
 /* A plan whose steps failed: pause, stop, or skip the failures and go on. */
 static void plan_failed(df_plan *p)
 {
-    if (!p->w->auto_rescue || !first_rescue_of(p)) {
+    if (!p->w->auto_rescue || df_plan_result_locked(p) != DF_RESULT_ERROR ||
+        !first_rescue_of(p)) {
         df_plan_set_state(p, DF_PLAN_PAUSED);
         return;
     }
@@ -526,8 +527,10 @@ void df_plan_execute_locked(df_plan *p)
         if (cls != NULL && (cls->flags & DF_ACTION_SINGLETON))
             df_world_singleton_acquire(p->w, cls->name, p->id);
     }
+    p->active = 0; /* recounted: a plan loaded from the database has suspended steps */
     for (size_t i = 0; i < p->n_steps; i++) {
         struct df_step *s = p->steps[i];
+        p->active += s->kind == DF_STEP_RUN_KIND && step_active(s);
         s->waiting = 0;
         for (size_t r = 0; r < s->requires.n; r++) {
             enum df_step_state rs = df_plan_step(p, s->requires.v[r])->state;
