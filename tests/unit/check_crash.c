@@ -121,8 +121,8 @@ static df_world *start_world(void)
 
 static void trigger(df_world *w, int which, const char *cls, json_t *args, double start_at)
 {
-    struct df_trigger_opts o = {.plan_id = plan_ids[which], .delayed = start_at > 0,
-                                .start_at = start_at};
+    struct df_trigger_opts o = {
+        .plan_id = plan_ids[which], .delayed = start_at > 0, .start_at = start_at};
     char id[DF_UUID_BUF];
     bool planned;
     df_error err;
@@ -138,8 +138,8 @@ static bool step_reaches(df_world *w, const char *plan_id, const char *state, do
         json_t *j = df_plan_json(w, plan_id, DF_JSON_STEPS), *s;
         size_t k;
         bool hit = false;
-        json_array_foreach(json_object_get(j, "steps"), k, s)
-            hit = hit || strcmp(json_string_value(json_object_get(s, "state")), state) == 0;
+        json_array_foreach(json_object_get(j, "steps"), k, s) hit =
+            hit || strcmp(json_string_value(json_object_get(s, "state")), state) == 0;
         json_decref(j);
         if (hit)
             return true;
@@ -159,7 +159,8 @@ static void child(int fd)
     trigger(w, P_QUICK, "Crash::Quick", json_object(), 0);
     df_plan_wait(w, plan_ids[P_QUICK], 10, &info);
     trigger(w, P_WAIT, "Crash::Wait", json_object(), 0);
-    trigger(w, P_SECRET, "Crash::Secret", json_pack("{s:{s:s}}", "secrets", "password", "s3cr3t"), 0);
+    trigger(w, P_SECRET, "Crash::Secret", json_pack("{s:{s:s}}", "secrets", "password", "s3cr3t"),
+            0);
     if (!step_reaches(w, plan_ids[P_WAIT], "suspended", 10) ||
         !step_reaches(w, plan_ids[P_SECRET], "suspended", 10))
         _exit(5);
@@ -191,9 +192,9 @@ static json_t *run_step(df_world *w, const char *plan_id, int nth)
     json_t *j = df_plan_json(w, plan_id, DF_JSON_STEPS), *s, *found = NULL;
     size_t k;
 
-    json_array_foreach(json_object_get(j, "steps"), k, s)
-        if (strstr(json_string_value(json_object_get(s, "class")), "RunStep") && nth-- == 0)
-            found = json_incref(s);
+    json_array_foreach(json_object_get(j, "steps"), k,
+                       s) if (strstr(json_string_value(json_object_get(s, "class")), "RunStep") &&
+                              nth-- == 0) found = json_incref(s);
     json_decref(j);
     return found;
 }
@@ -204,8 +205,8 @@ static bool history_has(df_world *w, const char *plan_id, const char *name)
     size_t k;
     bool hit = false;
 
-    json_array_foreach(json_object_get(j, "execution_history"), k, e)
-        hit = hit || strcmp(json_string_value(json_object_get(e, "name")), name) == 0;
+    json_array_foreach(json_object_get(j, "execution_history"), k, e) hit =
+        hit || strcmp(json_string_value(json_object_get(e, "name")), name) == 0;
     json_decref(j);
     return hit;
 }
@@ -279,18 +280,17 @@ START_TEST(kill_and_recover)
     ck_assert_msg(df_world_event(w, plan_ids[P_WAIT], 2, &ev, 0, &err) == 0, "event: %s", err.text);
     expect(w, P_WAIT, DF_PLAN_STOPPED, DF_RESULT_SUCCESS);
     j = df_plan_json(w, plan_ids[P_WAIT], DF_JSON_ACTIONS);
-    ck_assert_int_eq(json_integer_value(json_object_get(
-                         json_object_get(json_array_get(json_object_get(j, "actions"), 0), "output"),
-                         "runs")),
-                     2);
+    ck_assert_int_eq(
+        json_integer_value(json_object_get(
+            json_object_get(json_array_get(json_object_get(j, "actions"), 0), "output"), "runs")),
+        2);
     json_decref(j);
 
     /* secrets were never written, so the action cannot go on without them */
     expect(w, P_SECRET, DF_PLAN_PAUSED, DF_RESULT_ERROR);
     step = run_step(w, plan_ids[P_SECRET], 0);
-    ck_assert_ptr_nonnull(strstr(json_string_value(json_object_get(json_object_get(step, "error"),
-                                                                   "message")),
-                                 "are gone"));
+    ck_assert_ptr_nonnull(strstr(
+        json_string_value(json_object_get(json_object_get(step, "error"), "message")), "are gone"));
     json_decref(step);
     df_world_sync(w);
     db = fopen(db_path, "rb");
