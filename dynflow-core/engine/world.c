@@ -546,17 +546,45 @@ int df_plan_count(df_world *w, int state, uint64_t *count, df_error *err)
     return store_count_plans(w->st, state >= 0 ? df_plan_state_name(state) : NULL, count, err);
 }
 
+static void add_status(json_t *out, const char *id, const char *state, const char *result)
+{
+    json_object_set_new(out, id, json_pack("{s:s, s:s}", "state", state, "result", result));
+}
+
+static int add_stored_status(void *ud, const char *id, const char *state, const char *result)
+{
+    add_status(ud, id, state ? state : "", result ? result : "");
+    return 0;
+}
+
+/* Plans held in memory answer from memory; the others come from one query. */
 json_t *df_plan_statuses(df_world *w, const char *const *ids, size_t n)
 {
-    json_t *out = json_object();
+    json_t *out = json_object(), *rest = json_array();
+    char *rest_s;
 
     for (size_t i = 0; i < n; i++) {
-        struct df_plan_info info;
-        if (ids[i] != NULL && df_plan_get_info(w, ids[i], &info) == 0)
-            json_object_set_new(out, ids[i],
-                                json_pack("{s:s, s:s}", "state", df_plan_state_name(info.state),
-                                          "result", df_result_name(info.result)));
+        df_plan *p;
+        if (ids[i] == NULL || !df_uuid_valid(ids[i]))
+            continue;
+        pthread_mutex_lock(&w->plans_lock);
+        p = df_hash_get(w->plans, ids[i]);
+        if (p != NULL) {
+            pthread_mutex_lock(&p->lock);
+            add_status(out, ids[i], df_plan_state_name(p->state),
+                       df_result_name(df_plan_result_locked(p)));
+            pthread_mutex_unlock(&p->lock);
+        } else {
+            json_array_append_new(rest, json_string(ids[i]));
+        }
+        pthread_mutex_unlock(&w->plans_lock);
     }
+    if (json_array_size(rest) > 0) {
+        rest_s = json_dumps(rest, JSON_COMPACT);
+        store_each_status(w->st, rest_s, add_stored_status, out, NULL);
+        free(rest_s);
+    }
+    json_decref(rest);
     return out;
 }
 

@@ -200,6 +200,7 @@ enum stmt_id {
     S_LIST_ALL,
     S_LIST_STATE,
     S_CHILDREN,
+    S_STATUSES,
     S_DELAYED,
     S_DEPENDENCIES,
     S_TIMERS,
@@ -262,6 +263,8 @@ static const char *const stmt_sql[S_COUNT] = {
     [S_LIST_STATE] = "SELECT uuid FROM dynflow_execution_plans WHERE state = ?1" LIST_ORDER,
     [S_CHILDREN] = "SELECT uuid, state, result FROM dynflow_execution_plans"
                    " WHERE caller_execution_plan_id = ?1 AND caller_action_id = ?2 ORDER BY uuid",
+    [S_STATUSES] = "SELECT uuid, state, result FROM dynflow_execution_plans"
+                   " WHERE uuid IN (SELECT value FROM json_each(?1))",
     [S_DELAYED] = "SELECT " DELAYED_COLS " FROM dynflow_delayed_plans"
                   " ORDER BY start_at NULLS LAST, execution_plan_uuid",
     [S_DEPENDENCIES] = "SELECT blocked_by_uuid FROM dynflow_execution_plan_dependencies"
@@ -1064,6 +1067,21 @@ int store_each_child(store *st, const char *caller_uuid, int caller_action_id,
     sqlite3_bind_int(s, 2, caller_action_id);
     rc = query(s, row_child, &cb, err, "listing the sub-plans of action %d of plan %s",
                caller_action_id, caller_uuid);
+    pthread_mutex_unlock(st->rlock);
+    return rc;
+}
+
+int store_each_status(store *st, const char *uuids_json,
+                      int (*fn)(void *ud, const char *uuid, const char *state, const char *result),
+                      void *ud, df_error *err)
+{
+    struct callback cb = {.fn.child = fn, .ud = ud};
+    sqlite3_stmt *s = st->stmt[S_STATUSES];
+    int rc;
+
+    pthread_mutex_lock(st->rlock);
+    bind_text(s, 1, uuids_json);
+    rc = query(s, row_child, &cb, err, "reading the statuses of plans");
     pthread_mutex_unlock(st->rlock);
     return rc;
 }

@@ -145,6 +145,10 @@ int store_list_plans(store *st, const char *state, size_t offset, size_t limit,
 int store_each_child(store *st, const char *caller_uuid, int caller_action_id,
                      int (*fn)(void *ud, const char *uuid, const char *state, const char *result),
                      void *ud, df_error *err);
+/* uuid, state and result of the plans among uuids_json (a JSON array of ids), in one query. */
+int store_each_status(store *st, const char *uuids_json,
+                      int (*fn)(void *ud, const char *uuid, const char *state, const char *result),
+                      void *ud, df_error *err);
 int store_each_delayed(store *st, int (*fn)(void *ud, const struct store_delayed_row *r), void *ud,
                        df_error *err);
 /* Plan ids plan_uuid waits for (chain prerequisites). */
