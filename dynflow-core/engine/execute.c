@@ -462,8 +462,7 @@ static int plan_rescue_strategy(df_plan *p)
 /* A plan whose steps failed: pause, stop, or skip the failures and go on. */
 static void plan_failed(df_plan *p)
 {
-    if (!p->w->auto_rescue || df_plan_result_locked(p) != DF_RESULT_ERROR ||
-        !first_rescue_of(p)) {
+    if (!p->w->auto_rescue || df_plan_result_locked(p) != DF_RESULT_ERROR || !first_rescue_of(p)) {
         df_plan_set_state(p, DF_PLAN_PAUSED);
         return;
     }
