@@ -96,12 +96,12 @@ static const struct df_action_class classes[] = {
     {.name = "Crash::Quick", .run = quick_run},
 };
 
-enum { P_BLOCK, P_FAIL, P_SKIP, P_WAIT, P_SECRET, P_QUICK, P_DELAYED, N_PLANS };
+enum { P_BLOCK, P_FAIL, P_SKIP, P_WAIT, P_SECRET, P_QUICK, P_DELAYED, P_TIMER, N_PLANS };
 static const char *const plan_ids[N_PLANS] = {
     "00000000-0000-4000-8000-000000000001", "00000000-0000-4000-8000-000000000002",
     "00000000-0000-4000-8000-000000000003", "00000000-0000-4000-8000-000000000004",
     "00000000-0000-4000-8000-000000000005", "00000000-0000-4000-8000-000000000006",
-    "00000000-0000-4000-8000-000000000007",
+    "00000000-0000-4000-8000-000000000007", "00000000-0000-4000-8000-000000000008",
 };
 
 static char db_path[256];
@@ -164,6 +164,12 @@ static void child(int fd)
     if (!step_reaches(w, plan_ids[P_WAIT], "suspended", 10) ||
         !step_reaches(w, plan_ids[P_SECRET], "suspended", 10))
         _exit(5);
+    trigger(w, P_TIMER, "Crash::Wait", json_object(), 0);
+    if (!step_reaches(w, plan_ids[P_TIMER], "suspended", 10))
+        _exit(5);
+    /* an event due after the restart: its timer is in the database */
+    if (df_world_event(w, plan_ids[P_TIMER], 2, &(df_event){DF_EVENT_USER, NULL}, 1.5, NULL) < 0)
+        _exit(7);
     trigger(w, P_DELAYED, "Crash::Quick", json_object(), (double)time(NULL) + 2);
     trigger(w, P_BLOCK, "Crash::Block", json_object(), 0);
     trigger(w, P_FAIL, "Crash::BlockFail", json_object(), 0);
@@ -303,6 +309,7 @@ START_TEST(kill_and_recover)
     ck_assert_int_eq(df_plan_get_info(w, plan_ids[P_QUICK], &info), 0);
     ck_assert_int_eq(info.state, DF_PLAN_STOPPED);
     expect(w, P_DELAYED, DF_PLAN_STOPPED, DF_RESULT_SUCCESS);
+    expect(w, P_TIMER, DF_PLAN_STOPPED, DF_RESULT_SUCCESS); /* nobody sent it an event here */
     df_world_free(w);
 
     /* a clean restart keeps stopped plans queryable */
