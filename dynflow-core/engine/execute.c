@@ -16,7 +16,7 @@ static bool step_active(const struct df_step *s)
     return s->in_flight || s->state == DF_STEP_SUSPENDED;
 }
 
-static void push_work(df_plan *p, struct df_queue *q, int type, int step_id)
+static struct df_work *new_work(df_plan *p, int type, int step_id)
 {
     struct df_work *wk = df_calloc(1, sizeof(*wk));
 
@@ -24,22 +24,18 @@ static void push_work(df_plan *p, struct df_queue *q, int type, int step_id)
     df_plan_ref(p);
     wk->plan = p;
     wk->step_id = step_id;
-    df_queue_push(q, wk);
+    return wk;
 }
 
 /* Queues one execution of a run step; the event (stolen) may be absent. */
 static void dispatch(df_plan *p, struct df_step *s, bool has_event, enum df_event_kind kind,
                      json_t *data)
 {
-    struct df_work *wk = df_calloc(1, sizeof(*wk));
+    struct df_work *wk = new_work(p, DF_WORK_STEP, s->id);
 
     if (!step_active(s))
         p->active++;
     s->in_flight = true;
-    wk->type = DF_WORK_STEP;
-    df_plan_ref(p);
-    wk->plan = p;
-    wk->step_id = s->id;
     wk->has_event = has_event;
     wk->ev_kind = kind;
     wk->ev_data = data;
@@ -168,12 +164,28 @@ static int dereference_input(df_plan *p, struct df_action *a)
 
 /* ---- one execution of an action's code ----------------------------------- */
 
-static void begin_exec(struct df_action *a, enum df_phase phase)
+/* Marks the step running and prepares the action's working output; with a
+ * file database the change is committed before the action's code starts.
+ * Called with the plan lock held; returns with it released. */
+static int begin_exec(df_plan *p, struct df_action *a, struct df_step *s, enum df_phase phase,
+                      bool skipping)
 {
+    int rc;
+
+    if (!skipping)
+        df_step_set_state(p, s, DF_STEP_RUNNING);
+    if (s->started_at == 0)
+        s->started_at = df_now_us();
     a->x.phase = phase;
     a->x.output = json_deep_copy(a->output);
     a->x.suspend = false;
     a->x.progress_set = false;
+    rc = dereference_input(p, a);
+    pthread_mutex_unlock(&p->lock);
+    df_plan_commit(p);
+    if (p->w->durable)
+        df_writer_sync(p->w);
+    return rc;
 }
 
 /* Publishes the working output and maps the outcome to a step state. */
@@ -255,7 +267,7 @@ static void step_done(df_plan *p, struct df_step *s)
     plan_check_finished(p);
 }
 
-static void execute_step(df_world *w, struct df_work *wk)
+static void execute_step(struct df_work *wk)
 {
     df_plan *p = wk->plan;
     struct df_step *s;
@@ -281,19 +293,8 @@ static void execute_step(df_world *w, struct df_work *wk)
     if (entry == DF_STEP_SKIPPING) {
         ev = (df_event){DF_EVENT_SKIP, NULL};
         wk->has_event = true;
-    } else {
-        df_step_set_state(p, s, DF_STEP_RUNNING);
     }
-    if (s->started_at == 0)
-        s->started_at = df_now_us();
-    begin_exec(a, DF_PHASE_RUN);
-    if (dereference_input(p, a) < 0)
-        rc = -1;
-    pthread_mutex_unlock(&p->lock);
-
-    df_plan_commit(p);
-    if (w->durable)
-        df_writer_sync(w); /* the step is committed as running before its code starts */
+    rc = begin_exec(p, a, s, DF_PHASE_RUN, entry == DF_STEP_SKIPPING);
     t0 = df_mono_us();
     if (rc == 0 &&
         (entry != DF_STEP_SKIPPING || (a->cls != NULL && (a->cls->flags & DF_ACTION_HANDLES_SKIP))))
@@ -312,7 +313,7 @@ static void execute_step(df_world *w, struct df_work *wk)
 }
 
 /* Runs every finalize step in order on this worker; stops at the first failure. */
-static void execute_finalize(df_world *w, df_plan *p)
+static void execute_finalize(df_plan *p)
 {
     bool failed = false;
 
@@ -320,21 +321,12 @@ static void execute_finalize(df_world *w, df_plan *p)
     for (size_t i = 0; i < p->finalize_order.n && !failed; i++) {
         struct df_step *s = df_plan_step(p, p->finalize_order.v[i]);
         struct df_action *a = df_plan_action_by_id(p, s->action_id);
-        int rc = 0;
         int64_t t0;
+        int rc;
 
         if (s->state == DF_STEP_SKIPPED)
             continue;
-        df_step_set_state(p, s, DF_STEP_RUNNING);
-        if (s->started_at == 0)
-            s->started_at = df_now_us();
-        begin_exec(a, DF_PHASE_FINALIZE);
-        if (dereference_input(p, a) < 0)
-            rc = -1;
-        pthread_mutex_unlock(&p->lock);
-        df_plan_commit(p);
-        if (w->durable)
-            df_writer_sync(w);
+        rc = begin_exec(p, a, s, DF_PHASE_FINALIZE, false);
         t0 = df_mono_us();
         if (rc == 0)
             rc = df_mw_execute(a, DF_PHASE_FINALIZE, NULL, NULL);
@@ -352,10 +344,10 @@ void df_execute_work(df_world *w, struct df_work *wk)
 {
     switch (wk->type) {
         case DF_WORK_STEP:
-            execute_step(w, wk);
+            execute_step(wk);
             break;
         case DF_WORK_FINALIZE:
-            execute_finalize(w, wk->plan);
+            execute_finalize(wk->plan);
             break;
         case DF_WORK_START_DELAYED:
             df_plan_start_delayed(w, wk->plan);
@@ -510,7 +502,7 @@ static void plan_check_finished(df_plan *p)
         }
         if (q != NULL) {
             p->finalizing = true;
-            push_work(p, q, DF_WORK_FINALIZE, 0);
+            df_queue_push(q, new_work(p, DF_WORK_FINALIZE, 0));
             return;
         }
     }
