@@ -611,6 +611,43 @@ static int load_chunk(void *ud, const struct store_chunk_row *r)
     return 0;
 }
 
+static bool step_of(df_plan *p, int id, enum df_step_kind kind, int action_id)
+{
+    struct df_step *s = df_plan_step(p, id);
+
+    return id == 0 || (s != NULL && s->kind == kind && s->action_id == action_id);
+}
+
+/* Rows that do not fit together (a hand-edited or damaged database) are refused whole. */
+static bool consistent(df_plan *p)
+{
+    for (size_t i = 0; i < p->n_actions; i++) {
+        struct df_action *a = p->actions[i];
+        if (a->plan_step_id == 0 || !step_of(p, a->plan_step_id, DF_STEP_PLAN_KIND, a->id) ||
+            !step_of(p, a->run_step_id, DF_STEP_RUN_KIND, a->id) ||
+            !step_of(p, a->finalize_step_id, DF_STEP_FINALIZE_KIND, a->id) || a->parent_id < 0 ||
+            a->parent_id >= a->id)
+            return false;
+    }
+    for (size_t i = 0; i < p->n_steps; i++) {
+        struct df_step *s = p->steps[i];
+        if (df_plan_action_by_id(p, s->action_id) == NULL)
+            return false;
+        for (size_t r = 0; r < s->requires.n; r++)
+            if (df_plan_step(p, s->requires.v[r]) == NULL)
+                return false;
+        for (size_t c = 0; c < s->children.n; c++)
+            if (df_plan_step(p, s->children.v[c]) == NULL)
+                return false;
+    }
+    for (size_t i = 0; i < p->finalize_order.n; i++) {
+        struct df_step *s = df_plan_step(p, p->finalize_order.v[i]);
+        if (s == NULL || s->kind != DF_STEP_FINALIZE_KIND)
+            return false;
+    }
+    return p->n_actions > 0;
+}
+
 df_plan *df_persist_load(df_world *w, const char *id)
 {
     df_plan *p = df_plan_alloc(w, id);
@@ -618,20 +655,22 @@ df_plan *df_persist_load(df_world *w, const char *id)
     json_t *v;
     size_t i;
 
-    if (store_load_plan(w->st, id, &ld, NULL) < 0 || p->n_actions == 0) {
+    if (store_load_plan(w->st, id, &ld, NULL) < 0) {
+        df_plan_unref(p);
+        return NULL;
+    }
+    json_array_foreach(p->finalize_flow, i, v) if (json_is_integer(v))
+        df_ints_push(&p->finalize_order, (int)json_integer_value(v));
+    if (!consistent(p)) {
+        fprintf(stderr, "dynflow: plan %s in the database is inconsistent; ignoring it\n", id);
         df_plan_unref(p);
         return NULL;
     }
     for (size_t k = 0; k < p->n_steps; k++) {
         struct df_step *s = p->steps[k];
-        for (size_t r = 0; r < s->requires.n; r++) {
-            struct df_step *req = df_plan_step(p, s->requires.v[r]);
-            if (req != NULL)
-                df_ints_push(&req->dependents, s->id);
-        }
+        for (size_t r = 0; r < s->requires.n; r++)
+            df_ints_push(&df_plan_step(p, s->requires.v[r])->dependents, s->id);
     }
-    json_array_foreach(p->finalize_flow, i, v) if (json_is_integer(v))
-        df_ints_push(&p->finalize_order, (int)json_integer_value(v));
     p->stored = true;
     p->dirty = 0;
     return p;

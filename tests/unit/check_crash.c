@@ -4,8 +4,10 @@
  * checks what the engine recovered.
  */
 #include <check.h>
+#include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
+#include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -322,6 +324,41 @@ START_TEST(kill_and_recover)
 }
 END_TEST
 
+/* A damaged database: a plan whose rows do not fit together is refused, not loaded. */
+START_TEST(damaged_rows_are_refused)
+{
+    const char *tmp = getenv("TEST_TMPDIR") ? getenv("TEST_TMPDIR") : "/tmp";
+    df_world *w;
+    sqlite3 *db;
+    struct df_plan_info info;
+
+    snprintf(db_path, sizeof(db_path), "%s/damaged-%d.db", tmp, getpid());
+    unlink(db_path);
+    w = start_world();
+    trigger(w, P_QUICK, "Crash::Quick", json_object(), 0);
+    trigger(w, P_WAIT, "Crash::Quick", json_object(), 0);
+    ck_assert_int_eq(df_plan_wait(w, plan_ids[P_QUICK], 10, &info), 0);
+    ck_assert_int_eq(df_plan_wait(w, plan_ids[P_WAIT], 10, &info), 0);
+    df_world_free(w);
+
+    ck_assert_int_eq(sqlite3_open(db_path, &db), SQLITE_OK);
+    ck_assert_int_eq(sqlite3_exec(db,
+                                  "UPDATE dynflow_steps SET action_id = 99 WHERE id = 2 AND "
+                                  "execution_plan_uuid = '00000000-0000-4000-8000-000000000006';"
+                                  "UPDATE dynflow_execution_plans SET state = 'running';",
+                                  NULL, NULL, NULL),
+                     SQLITE_OK);
+    sqlite3_close(db);
+
+    w = start_world(); /* recovery meets the damaged plan and goes on */
+    ck_assert_ptr_null(df_plan_json(w, plan_ids[P_QUICK], DF_JSON_ACTIONS));
+    ck_assert_int_eq(df_plan_get_info(w, plan_ids[P_QUICK], &info), -ENOENT);
+    expect(w, P_WAIT, DF_PLAN_STOPPED, DF_RESULT_SUCCESS);
+    df_world_free(w);
+    unlink(db_path);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("crash");
@@ -331,6 +368,7 @@ int main(void)
 
     tcase_set_timeout(tc, 60);
     tcase_add_test(tc, kill_and_recover);
+    tcase_add_test(tc, damaged_rows_are_refused);
     suite_add_tcase(s, tc);
     sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);
