@@ -1,0 +1,241 @@
+/* The settings reader: Foreman's symbol-key YAML, one case per key (reference/protocol.md §1, §9).
+ */
+#include <check.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "proxy/settings.h"
+
+static char dir[512], path[600];
+
+static void write_file(const char *name, const char *text)
+{
+    char p[700];
+    FILE *f;
+
+    snprintf(p, sizeof(p), "%s/%s", dir, name);
+    f = fopen(p, "w");
+    ck_assert_ptr_nonnull(f);
+    fputs(text, f);
+    fclose(f);
+}
+
+static void setup(void)
+{
+    const char *tmp = getenv("TEST_TMPDIR") ? getenv("TEST_TMPDIR") : "/tmp";
+    char sub[600];
+
+    snprintf(dir, sizeof(dir), "%s/settings-%d-XXXXXX", tmp, getpid());
+    ck_assert_ptr_nonnull(mkdtemp(dir));
+    snprintf(sub, sizeof(sub), "%s/settings.d", dir);
+    mkdir(sub, 0700);
+    snprintf(path, sizeof(path), "%s/settings.yml", dir);
+}
+
+static void teardown(void)
+{
+    char cmd[700];
+
+    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+    ck_assert_int_eq(system(cmd), 0);
+}
+
+/* Loads settings.yml with the given text; returns the load's result. */
+static int load(const char *text, struct sp_settings *s, struct sp_error *err)
+{
+    write_file("settings.yml", text);
+    return sp_settings_load(path, s, err);
+}
+
+static char *dump(json_t *v)
+{
+    static char buf[512];
+    char *s = json_dumps(v, JSON_ENCODE_ANY | JSON_COMPACT);
+
+    snprintf(buf, sizeof(buf), "%s", s ? s : "(null)");
+    free(s);
+    return buf;
+}
+
+START_TEST(defaults)
+{
+    struct sp_settings s;
+    struct sp_error err;
+    char expected[700];
+
+    ck_assert_int_eq(load("---\n", &s, &err), 0);
+    ck_assert_ptr_null(sp_setting(&s, "http_port"));
+    ck_assert_str_eq(dump(sp_setting(&s, "https_port")), "8443");
+    ck_assert_str_eq(dump(sp_setting(&s, "bind_host")), "[\"*\"]");
+    ck_assert_str_eq(dump(sp_setting(&s, "forward_verify")), "true");
+    ck_assert_str_eq(dump(sp_setting(&s, "ssl_disabled_ciphers")), "[]");
+    ck_assert_str_eq(dump(sp_setting(&s, "tls_disabled_versions")), "[]");
+    ck_assert_ptr_null(sp_setting(&s, "trusted_hosts"));
+    ck_assert_str_eq(sp_setting_str(&s, "log_file"), "STDOUT");
+    ck_assert_str_eq(sp_setting_str(&s, "log_level"), "INFO");
+    snprintf(expected, sizeof(expected), "%s/settings.d", dir);
+    ck_assert_str_eq(sp_setting_str(&s, "settings_directory"), expected);
+    sp_settings_free(&s);
+}
+END_TEST
+
+START_TEST(every_key)
+{
+    struct sp_settings s;
+    struct sp_error err;
+
+    ck_assert_msg(load("---\n"
+                       ":http_port: 8000\n"
+                       ":https_port: '9090'\n"
+                       ":bind_host: 127.0.0.1\n"
+                       ":ssl_certificate: /etc/x/cert.pem\n"
+                       ":ssl_private_key: /etc/x/key.pem\n"
+                       ":ssl_ca_file: /etc/x/ca.pem\n"
+                       ":ssl_disabled_ciphers: [AES128-SHA, AES256-SHA]\n"
+                       ":tls_disabled_versions:\n  - 1.1\n  - '1.2'\n"
+                       ":trusted_hosts:\n  - foreman.example.com\n"
+                       ":forward_verify: false\n"
+                       ":foreman_url: https://foreman.example.com\n"
+                       ":foreman_ssl_cert: /etc/f/cert.pem\n"
+                       ":foreman_ssl_key: /etc/f/key.pem\n"
+                       ":foreman_ssl_ca: /etc/f/ca.pem\n"
+                       ":log_file: SYSLOG\n"
+                       ":log_level: debug\n"
+                       ":module_directory: /usr/lib/smart-proxy/modules\n"
+                       ":daemon: true\n",
+                       &s, &err) == 0,
+                  "%s", err.text);
+    ck_assert_str_eq(dump(sp_setting(&s, "http_port")), "8000");
+    ck_assert_str_eq(dump(sp_setting(&s, "https_port")), "9090");
+    ck_assert_str_eq(dump(sp_setting(&s, "bind_host")), "[\"127.0.0.1\"]");
+    ck_assert_str_eq(sp_setting_str(&s, "ssl_certificate"), "/etc/x/cert.pem");
+    ck_assert_str_eq(sp_setting_str(&s, "ssl_private_key"), "/etc/x/key.pem");
+    ck_assert_str_eq(sp_setting_str(&s, "ssl_ca_file"), "/etc/x/ca.pem");
+    ck_assert_str_eq(dump(sp_setting(&s, "ssl_disabled_ciphers")),
+                     "[\"AES128-SHA\",\"AES256-SHA\"]");
+    ck_assert_str_eq(dump(sp_setting(&s, "tls_disabled_versions")), "[\"1.1\",\"1.2\"]");
+    ck_assert_str_eq(dump(sp_setting(&s, "trusted_hosts")), "[\"foreman.example.com\"]");
+    ck_assert_str_eq(dump(sp_setting(&s, "forward_verify")), "false");
+    ck_assert_str_eq(sp_setting_str(&s, "foreman_url"), "https://foreman.example.com");
+    ck_assert_str_eq(sp_setting_str(&s, "foreman_ssl_cert"), "/etc/f/cert.pem");
+    ck_assert_str_eq(sp_setting_str(&s, "foreman_ssl_key"), "/etc/f/key.pem");
+    ck_assert_str_eq(sp_setting_str(&s, "foreman_ssl_ca"), "/etc/f/ca.pem");
+    ck_assert_str_eq(sp_setting_str(&s, "log_file"), "SYSLOG");
+    ck_assert_str_eq(sp_setting_str(&s, "log_level"), "DEBUG");
+    ck_assert_str_eq(sp_setting_str(&s, "module_directory"), "/usr/lib/smart-proxy/modules");
+    ck_assert_str_eq(dump(sp_setting(&s, "daemon")), "true"); /* unknown keys are kept */
+    sp_settings_free(&s);
+}
+END_TEST
+
+/* Each wrong type names the file, the key and what was expected. */
+START_TEST(wrong_types)
+{
+    static const struct {
+        const char *text, *message;
+    } cases[] = {
+        {":https_port: abc\n", ":https_port: must be a port number (1-65535), found \"abc\""},
+        {":http_port: 70000\n", ":http_port: must be a port number (1-65535), found 70000"},
+        {":forward_verify: maybe\n", ":forward_verify: must be true or false, found \"maybe\""},
+        {":log_level: LOUD\n",
+         ":log_level: must be one of UNKNOWN, FATAL, ERROR, WARN, INFO, DEBUG"},
+        {":trusted_hosts: {a: 1}\n", ":trusted_hosts: must be a value or a list of values"},
+        {":foreman_url: [1]\n", ":foreman_url: must be a string, found [1]"},
+    };
+    struct sp_settings s;
+    struct sp_error err;
+
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        ck_assert_int_eq(load(cases[i].text, &s, &err), -EINVAL);
+        ck_assert_msg(strstr(err.text, path) != NULL, "no file name in: %s", err.text);
+        ck_assert_msg(strstr(err.text, cases[i].message) != NULL, "%s", err.text);
+    }
+    ck_assert_int_eq(load("- a\n- b\n", &s, &err), -EINVAL);
+    ck_assert_ptr_nonnull(strstr(err.text, "the top level must be a mapping"));
+    ck_assert_int_eq(load(":a: [\n", &s, &err), -EINVAL);
+    ck_assert_ptr_nonnull(strstr(err.text, "line "));
+    unlink(path);
+    ck_assert_int_eq(sp_settings_load(path, &s, &err), -ENOENT);
+    ck_assert_ptr_nonnull(strstr(err.text, path));
+}
+END_TEST
+
+START_TEST(modules)
+{
+    struct sp_settings s;
+    struct sp_error err;
+
+    write_file("settings.d/dynflow.yml", "---\n:enabled: https\n:database:\n:console_auth: true\n"
+                                         ":execution_plan_cleaner_age: 1800\n");
+    write_file("settings.d/script.yml", ":enabled: true\n");
+    write_file("settings.d/ansible.yml", ":enabled: http\n");
+    write_file("settings.d/salt.yml", ":enabled: false\n");
+    write_file("settings.d/ignored.yml.example", ":enabled: true\n");
+    ck_assert_msg(load(":http_port: 8000\n", &s, &err) == 0, "%s", err.text);
+    ck_assert_int_eq(sp_module_enabled(&s, "dynflow"), SP_HTTPS);
+    ck_assert_int_eq(sp_module_enabled(&s, "script"), SP_BOTH);
+    ck_assert_int_eq(sp_module_enabled(&s, "ansible"), SP_HTTP);
+    ck_assert_int_eq(sp_module_enabled(&s, "salt"), SP_DISABLED);
+    ck_assert_int_eq(sp_module_enabled(&s, "missing"), SP_DISABLED);
+    ck_assert_ptr_null(sp_module_settings(&s, "ignored"));
+    ck_assert(json_is_null(json_object_get(sp_module_settings(&s, "dynflow"), "database")));
+    ck_assert_int_eq(json_integer_value(json_object_get(sp_module_settings(&s, "dynflow"),
+                                                        "execution_plan_cleaner_age")),
+                     1800);
+    sp_settings_free(&s);
+
+    write_file("settings.d/salt.yml", ":enabled: sometimes\n");
+    ck_assert_int_eq(load(":http_port: 8000\n", &s, &err), -EINVAL);
+    ck_assert_ptr_nonnull(
+        strstr(err.text, "settings.d/salt.yml: :enabled: must be true, false, http or https"));
+}
+END_TEST
+
+START_TEST(yaml_scalars)
+{
+    struct sp_settings s;
+    struct sp_error err;
+
+    ck_assert_msg(load(":a: yes\n:b: off\n:c: ~\n:d: 0x1f\n:e: -12\n:f: 2.5\n:g: 1.2.3.4\n"
+                       ":h: '8000'\n:i: :symbol\n:j: &x [1, 2]\n:k: *x\n:l: \"true\"\n",
+                       &s, &err) == 0,
+                  "%s", err.text);
+    ck_assert_str_eq(dump(sp_setting(&s, "a")), "true");
+    ck_assert_str_eq(dump(sp_setting(&s, "b")), "false");
+    ck_assert_str_eq(dump(sp_setting(&s, "c")), "null");
+    ck_assert_str_eq(dump(sp_setting(&s, "d")), "31");
+    ck_assert_str_eq(dump(sp_setting(&s, "e")), "-12");
+    ck_assert_str_eq(dump(sp_setting(&s, "f")), "2.5");
+    ck_assert_str_eq(dump(sp_setting(&s, "g")), "\"1.2.3.4\"");
+    ck_assert_str_eq(dump(sp_setting(&s, "h")), "\"8000\"");
+    ck_assert_str_eq(dump(sp_setting(&s, "i")), "\"symbol\"");
+    ck_assert_str_eq(dump(sp_setting(&s, "k")), "[1,2]");
+    ck_assert_str_eq(dump(sp_setting(&s, "l")), "\"true\"");
+    sp_settings_free(&s);
+}
+END_TEST
+
+int main(void)
+{
+    Suite *suite = suite_create("settings");
+    TCase *tc = tcase_create("settings");
+    SRunner *sr;
+    int failed;
+
+    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_add_test(tc, defaults);
+    tcase_add_test(tc, every_key);
+    tcase_add_test(tc, wrong_types);
+    tcase_add_test(tc, modules);
+    tcase_add_test(tc, yaml_scalars);
+    suite_add_tcase(suite, tc);
+    sr = srunner_create(suite);
+    srunner_run_all(sr, CK_NORMAL);
+    failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+}
