@@ -1,0 +1,110 @@
+/*
+ * The ABI between the host proxy (smart-proxyd) and its modules (dynflow.so).
+ *
+ * A module exports one data symbol, sp_module_entry, declared with
+ * SP_MODULE_DECLARE().  The host checks the magic number, the ABI version
+ * (same major, module minor <= host minor), the struct size, the build
+ * signature and that the name equals the file stem and the settings.d stem
+ * before it calls anything.  Host services reach the module as a function
+ * table passed to init(); the module links no host symbols.
+ *
+ * ABI changelog (newest first):
+ *   1.0  first release
+ */
+#ifndef SMART_PROXY_MODULE_H
+#define SMART_PROXY_MODULE_H
+
+#include <jansson.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define SP_MODULE_MAGIC     0x50584d31u /* "PXM1": tells "not a module" from "wrong version" */
+#define SP_MODULE_ABI_MAJOR 1u          /* bumped when anything is removed or changes meaning */
+#define SP_MODULE_ABI_MINOR 0u          /* bumped when a field or callback is appended */
+#define SP_MODULE_SYMBOL    "sp_module_entry"
+#define SP_STR_(x)          #x
+#define SP_STR(x)           SP_STR_(x)
+/* json_t crosses this boundary: a module built against another jansson major is refused. */
+#define SP_MODULE_BUILD_SIG                                                                        \
+    "jansson" SP_STR(JANSSON_MAJOR_VERSION) ",ptr" SP_STR(__SIZEOF_POINTER__)
+
+/* A request as a handler sees it; everything is borrowed for the call. */
+struct sp_request {
+    const char *method;
+    const char *path;          /* below the module's mount point */
+    const char *const *params; /* values of the ":name" segments, in pattern order */
+    size_t n_params;
+    const char *body; /* not NUL-terminated */
+    size_t body_len;
+    const char *(*header)(const struct sp_request *req, const char *name);
+    const char *(*query)(const struct sp_request *req, const char *name);
+    int https;                    /* 1 over the HTTPS listener */
+    const char *peer_cert_cn;     /* client certificate subject CN, or NULL */
+    const char *peer_cert_serial; /* hexadecimal, or NULL */
+    const char *remote_addr;
+    const char *request_id; /* X-Request-Id or a new UUID */
+    void *host;             /* the host's own, for the header/query functions */
+};
+
+/* Filled by a handler; the host owns it afterwards. */
+struct sp_response {
+    unsigned status;
+    const char *content_type; /* static storage; NULL: application/json */
+    char *body;               /* the host calls free_body(body) after sending */
+    size_t body_len;
+    void (*free_body)(void *body);
+};
+
+typedef int (*sp_handler_fn)(void *state, const struct sp_request *req, struct sp_response *res);
+
+/* Who may call a route (reference/protocol.md §1.5). */
+#define SP_AUTH_NONE          0x0u
+#define SP_AUTH_TRUSTED_HOSTS 0x1u /* :trusted_hosts: (client certificate CN, or reverse DNS) */
+#define SP_AUTH_CLIENT_CERT   0x2u /* a client certificate over HTTPS */
+#define SP_AUTH_ANY           (SP_AUTH_TRUSTED_HOSTS | SP_AUTH_CLIENT_CERT)
+
+struct sp_route {
+    const char *method;  /* NULL ends a table */
+    const char *pattern; /* "/tasks/:task_id/status" */
+    sp_handler_fn handler;
+    unsigned auth; /* SP_AUTH_* */
+};
+
+enum sp_log_level { SP_LOG_ERROR = 3, SP_LOG_WARNING = 4, SP_LOG_INFO = 6, SP_LOG_DEBUG = 7 };
+
+/* Host services. */
+struct sp_host_api {
+    uint16_t abi_major, abi_minor;
+    uint32_t struct_size;
+    void *ctx;
+    void (*log)(void *ctx, int level, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+    const json_t *global_settings; /* borrowed: settings.yml with defaults */
+};
+
+struct sp_module {
+    uint32_t magic;
+    uint16_t abi_major, abi_minor;
+    uint32_t struct_size; /* sizeof(struct sp_module) as the module saw it */
+    const char *name;     /* == file stem == settings.d stem */
+    const char *version;
+    const char *build_sig; /* SP_MODULE_BUILD_SIG */
+    /* settings: borrowed, settings.d/<name>.yml.  0 or a negative errno with err filled. */
+    int (*init)(const struct sp_host_api *host, const json_t *settings, void **state, char *err,
+                size_t errlen);
+    const struct sp_route *(*routes)(void *state); /* { NULL }-terminated, valid until shutdown */
+    json_t *(*capabilities)(void *state);          /* optional: new reference, array of strings */
+    int (*reload)(void *state, const json_t *settings, char *err, size_t errlen); /* optional */
+    void (*shutdown)(void *state); /* frees everything init allocated */
+    uintptr_t reserved[4];
+};
+
+#define SP_MODULE_DECLARE(...)                                                                     \
+    __attribute__((visibility("default")))                                                         \
+    const struct sp_module sp_module_entry = {.magic = SP_MODULE_MAGIC,                            \
+                                              .abi_major = SP_MODULE_ABI_MAJOR,                    \
+                                              .abi_minor = SP_MODULE_ABI_MINOR,                    \
+                                              .struct_size = sizeof(struct sp_module),             \
+                                              .build_sig = SP_MODULE_BUILD_SIG,                    \
+                                              __VA_ARGS__}
+
+#endif
