@@ -61,21 +61,6 @@ static const char *const kind_names[] = {
     [K_ENABLED] = "true, false, http or https",
 };
 
-static int fail(struct sp_error *err, int code, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static int fail(struct sp_error *err, int code, const char *fmt, ...)
-{
-    va_list ap;
-
-    if (err != NULL) {
-        va_start(ap, fmt);
-        vsnprintf(err->text, sizeof(err->text), fmt, ap);
-        va_end(ap);
-    }
-    return code;
-}
-
 static json_t *scalar_string(json_t *v)
 {
     char buf[64];
@@ -186,8 +171,8 @@ static int apply_keys(const char *path, json_t *obj, const struct key *keys, str
         norm = normalize(k->kind, v);
         if (norm == NULL) {
             char *found = json_dumps(v, JSON_ENCODE_ANY | JSON_COMPACT);
-            int rc = fail(err, -EINVAL, "%s: :%s: must be %s, found %s", path, k->name,
-                          kind_names[k->kind], found ? found : "?");
+            int rc = sp_fail(err, -EINVAL, "%s: :%s: must be %s, found %s", path, k->name,
+                             kind_names[k->kind], found ? found : "?");
             free(found);
             return rc;
         }
@@ -211,8 +196,8 @@ static int load_modules(struct sp_settings *s, const char *dir, struct sp_error 
 
     if (d == NULL)
         return errno == ENOENT ? 0
-                               : fail(err, -errno, "cannot read the settings directory %s: %s", dir,
-                                      strerror(errno));
+                               : sp_fail(err, -errno, "cannot read the settings directory %s: %s",
+                                         dir, strerror(errno));
     while (rc == 0 && (e = readdir(d)) != NULL) {
         char path[4096], name[256];
         json_t *obj;

@@ -9,21 +9,6 @@
 #include <strings.h>
 #include <yaml.h>
 
-static int fail(struct sp_error *err, int code, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static int fail(struct sp_error *err, int code, const char *fmt, ...)
-{
-    va_list ap;
-
-    if (err != NULL) {
-        va_start(ap, fmt);
-        vsnprintf(err->text, sizeof(err->text), fmt, ap);
-        va_end(ap);
-    }
-    return code;
-}
-
 static bool is_one_of(const char *s, const char *const *words)
 {
     for (; *words != NULL; words++)
@@ -115,12 +100,12 @@ int sp_yaml_load(const char *path, json_t **out, struct sp_error *err)
 
     *out = NULL;
     if (f == NULL)
-        return fail(err, -errno, "cannot read %s: %s", path, strerror(errno));
+        return sp_fail(err, -errno, "cannot read %s: %s", path, strerror(errno));
     yaml_parser_initialize(&parser);
     yaml_parser_set_input_file(&parser, f);
     if (!yaml_parser_load(&parser, &doc)) {
-        rc = fail(err, -EINVAL, "%s: line %zu: %s", path, parser.problem_mark.line + 1,
-                  parser.problem ? parser.problem : "invalid YAML");
+        rc = sp_fail(err, -EINVAL, "%s: line %zu: %s", path, parser.problem_mark.line + 1,
+                     parser.problem ? parser.problem : "invalid YAML");
     } else {
         root = yaml_document_get_root_node(&doc);
         if (root == NULL || (root->type == YAML_SCALAR_NODE && root->data.scalar.length == 0))
@@ -128,7 +113,7 @@ int sp_yaml_load(const char *path, json_t **out, struct sp_error *err)
         else if (root->type == YAML_MAPPING_NODE)
             *out = convert(&doc, root, 0);
         else
-            rc = fail(err, -EINVAL, "%s: the top level must be a mapping of settings", path);
+            rc = sp_fail(err, -EINVAL, "%s: the top level must be a mapping of settings", path);
         yaml_document_delete(&doc);
     }
     yaml_parser_delete(&parser);

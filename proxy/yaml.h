@@ -9,11 +9,7 @@
 
 #include <jansson.h>
 
-#define SP_ERROR_TEXT 512
-
-struct sp_error {
-    char text[SP_ERROR_TEXT];
-};
+#include "proxy/error.h"
 
 /* New reference in *out: the document's top-level mapping ({} for an empty
  * file).  Errors name the file, the line and libyaml's reason. */

@@ -1,0 +1,341 @@
+#include "proxy/http.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <microhttpd.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <time.h>
+
+#define MAX_LISTENERS 4
+
+struct listener;
+
+struct mount_table {
+    struct sp_mount *v;
+    size_t n;
+    int refs; /* under the server's lock */
+};
+
+struct sp_server {
+    size_t max_body;
+    struct sp_server_hooks hooks;
+    pthread_mutex_t lock;
+    struct mount_table *mounts;
+    struct MHD_Daemon *daemons[MAX_LISTENERS];
+    struct listener *listeners[MAX_LISTENERS];
+    size_t n_daemons;
+};
+
+/* One listener's view of the server. */
+struct listener {
+    struct sp_server *srv;
+    unsigned kind;
+};
+
+struct request {
+    char *body;
+    size_t len, cap;
+    bool too_big;
+    struct timespec start;
+};
+
+static void table_unref(struct sp_server *srv, struct mount_table *t)
+{
+    bool last;
+
+    pthread_mutex_lock(&srv->lock);
+    last = --t->refs == 0;
+    pthread_mutex_unlock(&srv->lock);
+    if (last) {
+        free(t->v);
+        free(t);
+    }
+}
+
+static struct mount_table *table_ref(struct sp_server *srv)
+{
+    struct mount_table *t;
+
+    pthread_mutex_lock(&srv->lock);
+    t = srv->mounts;
+    t->refs++;
+    pthread_mutex_unlock(&srv->lock);
+    return t;
+}
+
+struct sp_server *sp_server_new(size_t max_body, const struct sp_server_hooks *hooks)
+{
+    struct sp_server *srv = calloc(1, sizeof(*srv));
+
+    if (srv == NULL)
+        return NULL;
+    srv->max_body = max_body;
+    if (hooks != NULL)
+        srv->hooks = *hooks;
+    pthread_mutex_init(&srv->lock, NULL);
+    srv->mounts = calloc(1, sizeof(*srv->mounts));
+    srv->mounts->refs = 1;
+    return srv;
+}
+
+void sp_server_mount(struct sp_server *srv, const struct sp_mount *mounts, size_t n)
+{
+    struct mount_table *t = calloc(1, sizeof(*t)), *old;
+
+    t->v = calloc(n ? n : 1, sizeof(*t->v));
+    memcpy(t->v, mounts, n * sizeof(*mounts));
+    t->n = n;
+    t->refs = 1;
+    pthread_mutex_lock(&srv->lock);
+    old = srv->mounts;
+    srv->mounts = t;
+    pthread_mutex_unlock(&srv->lock);
+    table_unref(srv, old);
+}
+
+void sp_response_json(struct sp_response *res, unsigned status, json_t *v)
+{
+    res->status = status;
+    res->content_type = "application/json";
+    res->body = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY);
+    res->body_len = res->body ? strlen(res->body) : 0;
+    res->free_body = free;
+    json_decref(v);
+}
+
+void sp_response_error(struct sp_response *res, unsigned status, const char *fmt, ...)
+{
+    char msg[1024];
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    sp_response_json(res, status, json_pack("{s:s}", "error", msg));
+}
+
+static const char *header(const struct sp_request *req, const char *name)
+{
+    return MHD_lookup_connection_value(req->host, MHD_HEADER_KIND, name);
+}
+
+static const char *query(const struct sp_request *req, const char *name)
+{
+    return MHD_lookup_connection_value(req->host, MHD_GET_ARGUMENT_KIND, name);
+}
+
+static void new_request_id(char out[37])
+{
+    static const char hex[] = "0123456789abcdef";
+    unsigned char b[16] = {0};
+
+    if (getrandom(b, sizeof(b), 0) != (ssize_t)sizeof(b))
+        memset(b, 0, sizeof(b)); /* an all-zero id still identifies nothing wrong */
+    b[6] = (unsigned char)((b[6] & 0x0f) | 0x40);
+    b[8] = (unsigned char)((b[8] & 0x3f) | 0x80);
+    for (int i = 0, o = 0; i < 16; i++) {
+        if (i == 4 || i == 6 || i == 8 || i == 10)
+            out[o++] = '-';
+        out[o++] = hex[b[i] >> 4];
+        out[o++] = hex[b[i] & 15];
+    }
+    out[36] = '\0';
+}
+
+static void remote_address(struct MHD_Connection *c, char *out, size_t len)
+{
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(c, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+    const struct sockaddr *sa = ci != NULL ? ci->client_addr : NULL;
+
+    out[0] = '\0';
+    if (sa != NULL && sa->sa_family == AF_INET)
+        inet_ntop(AF_INET, &((const struct sockaddr_in *)sa)->sin_addr, out, (socklen_t)len);
+    else if (sa != NULL && sa->sa_family == AF_INET6)
+        inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)sa)->sin6_addr, out, (socklen_t)len);
+}
+
+/* Routes, authorizes and runs the handler; fills res. */
+static void dispatch(struct listener *l, struct sp_request *req, struct request *r,
+                     struct sp_response *res)
+{
+    struct mount_table *t = table_ref(l->srv);
+    struct sp_match m;
+    char why[256] = "";
+    unsigned status;
+
+    if (!sp_route_match(t->v, t->n, l->kind, req->method, req->path, &m)) {
+        sp_response_error(res, 404, "no route for %s %s", req->method, req->path);
+    } else if (m.route == NULL) {
+        sp_response_error(res, 405, "%s is not allowed on %s (allowed: %s)", req->method, req->path,
+                          m.allow);
+    } else if (r->too_big) {
+        sp_response_error(res, 413, "the request body is larger than %zu bytes", l->srv->max_body);
+    } else if (l->srv->hooks.authorize != NULL &&
+               (status = l->srv->hooks.authorize(l->srv->hooks.ud, req, m.route->auth, why,
+                                                 sizeof(why))) != 0) {
+        sp_response_error(res, status, "%s", why);
+    } else {
+        req->params = m.params;
+        req->n_params = m.n_params;
+        if (m.route->handler(m.mount->state, req, res) < 0 && res->body == NULL)
+            sp_response_error(res, 500, "%s %s failed", req->method, req->path);
+    }
+    table_unref(l->srv, t);
+}
+
+static enum MHD_Result respond(struct MHD_Connection *c, struct sp_request *req,
+                               struct sp_response *res)
+{
+    struct MHD_Response *mr;
+    enum MHD_Result ok;
+
+    mr = MHD_create_response_from_buffer_with_free_callback(res->body_len, res->body,
+                                                            res->free_body ? res->free_body : free);
+    if (mr == NULL)
+        return MHD_NO;
+    MHD_add_response_header(mr, "Content-Type",
+                            res->content_type ? res->content_type : "application/json");
+    MHD_add_response_header(mr, "X-Request-Id", req->request_id);
+    MHD_add_response_header(mr, "Server", "smart-proxyd/" PACKAGE_VERSION);
+    ok = MHD_queue_response(c, res->status ? res->status : 200, mr);
+    MHD_destroy_response(mr);
+    return ok;
+}
+
+static bool body_append(struct request *r, size_t max, const char *data, size_t n)
+{
+    if (r->too_big || r->len + n > max) {
+        r->too_big = true;
+        return true; /* keep reading: the answer is 413, not a reset connection */
+    }
+    if (r->len + n + 1 > r->cap) {
+        size_t cap = (r->len + n + 1) * 2;
+        char *b = realloc(r->body, cap > max + 1 ? max + 1 : cap);
+        if (b == NULL)
+            return false;
+        r->body = b;
+        r->cap = cap > max + 1 ? max + 1 : cap;
+    }
+    memcpy(r->body + r->len, data, n);
+    r->len += n;
+    r->body[r->len] = '\0';
+    return true;
+}
+
+static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const char *url,
+                                  const char *method, const char *version, const char *upload,
+                                  size_t *upload_size, void **req_cls)
+{
+    struct listener *l = cls;
+    struct request *r = *req_cls;
+    struct sp_response res = {0};
+    char id[37], addr[64];
+    struct timespec end;
+    enum MHD_Result ok;
+
+    (void)version;
+    if (r == NULL) {
+        r = calloc(1, sizeof(*r));
+        if (r == NULL)
+            return MHD_NO;
+        clock_gettime(CLOCK_MONOTONIC, &r->start);
+        *req_cls = r;
+        return MHD_YES;
+    }
+    if (*upload_size != 0) {
+        bool kept = body_append(r, l->srv->max_body, upload, *upload_size);
+        *upload_size = 0;
+        return kept ? MHD_YES : MHD_NO;
+    }
+    struct sp_request req = {.method = method,
+                             .path = url,
+                             .body = r->body ? r->body : "",
+                             .body_len = r->len,
+                             .header = header,
+                             .query = query,
+                             .https = l->kind == 2,
+                             .host = c};
+    const char *given = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "X-Request-Id");
+    if (given != NULL && given[0] != '\0' && strlen(given) < sizeof(id))
+        snprintf(id, sizeof(id), "%s", given);
+    else
+        new_request_id(id);
+    req.request_id = id;
+    remote_address(c, addr, sizeof(addr));
+    req.remote_addr = addr;
+    dispatch(l, &req, r, &res);
+    ok = respond(c, &req, &res);
+    clock_gettime(CLOCK_MONOTONIC, &end);
+    if (l->srv->hooks.access != NULL)
+        l->srv->hooks.access(l->srv->hooks.ud, &req, res.status ? res.status : 200,
+                             (double)(end.tv_sec - r->start.tv_sec) * 1e3 +
+                                 (double)(end.tv_nsec - r->start.tv_nsec) / 1e6);
+    return ok;
+}
+
+static void on_completed(void *cls, struct MHD_Connection *c, void **req_cls,
+                         enum MHD_RequestTerminationCode toe)
+{
+    struct request *r = *req_cls;
+
+    (void)cls;
+    (void)c;
+    (void)toe;
+    if (r != NULL) {
+        free(r->body);
+        free(r);
+        *req_cls = NULL;
+    }
+}
+
+int sp_server_listen_http(struct sp_server *srv, const char *bind, unsigned port, unsigned *bound,
+                          struct sp_error *err)
+{
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    struct listener *l;
+    struct MHD_Daemon *d;
+    const union MHD_DaemonInfo *info;
+
+    if (srv->n_daemons == MAX_LISTENERS)
+        return sp_fail(err, -ENOSPC, "too many listeners");
+    if (inet_pton(AF_INET, bind != NULL && strcmp(bind, "*") != 0 ? bind : "0.0.0.0",
+                  &sa.sin_addr) != 1)
+        return sp_fail(err, -EINVAL, "bind address '%s' is not an IPv4 address", bind);
+    l = calloc(1, sizeof(*l));
+    l->srv = srv;
+    l->kind = 1;
+    d = MHD_start_daemon(MHD_USE_AUTO_INTERNAL_THREAD | MHD_USE_ERROR_LOG, 0, NULL, NULL,
+                         on_request, l, MHD_OPTION_SOCK_ADDR, &sa, MHD_OPTION_THREAD_POOL_SIZE,
+                         (unsigned)2, MHD_OPTION_NOTIFY_COMPLETED, on_completed, NULL,
+                         MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)60, MHD_OPTION_END);
+    if (d == NULL) {
+        free(l);
+        return sp_fail(err, -EADDRINUSE, "cannot listen on %s:%u: %s", bind ? bind : "*", port,
+                       strerror(errno));
+    }
+    info = MHD_get_daemon_info(d, MHD_DAEMON_INFO_BIND_PORT);
+    if (bound != NULL)
+        *bound = info != NULL ? info->port : port;
+    srv->daemons[srv->n_daemons] = d;
+    srv->listeners[srv->n_daemons++] = l; /* lives as long as the server */
+    return 0;
+}
+
+void sp_server_free(struct sp_server *srv)
+{
+    if (srv == NULL)
+        return;
+    for (size_t i = 0; i < srv->n_daemons; i++) {
+        MHD_stop_daemon(srv->daemons[i]);
+        free(srv->listeners[i]);
+    }
+    table_unref(srv, srv->mounts);
+    pthread_mutex_destroy(&srv->lock);
+    free(srv);
+}

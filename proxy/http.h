@@ -1,0 +1,40 @@
+/*
+ * The one HTTP server of the project: libmicrohttpd listeners, request
+ * bodies with a size limit, routing to mounted modules, authorization hook,
+ * JSON errors, request ids and an access-log hook.
+ */
+#ifndef SP_HTTP_H
+#define SP_HTTP_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "proxy/router.h"
+#include "proxy/yaml.h"
+
+struct sp_server;
+
+struct sp_server_hooks {
+    void *ud;
+    /* 0 to allow; else the HTTP status (403) with why filled. NULL: allow all. */
+    unsigned (*authorize)(void *ud, const struct sp_request *req, unsigned auth, char *why,
+                          size_t len);
+    /* After each request. */
+    void (*access)(void *ud, const struct sp_request *req, unsigned status, double ms);
+};
+
+struct sp_server *sp_server_new(size_t max_body, const struct sp_server_hooks *hooks);
+/* Replaces the mounted modules (copied); requests in flight keep the old table. */
+void sp_server_mount(struct sp_server *srv, const struct sp_mount *mounts, size_t n);
+/* Starts a plain HTTP listener on bind:port (port 0: any); *bound gets the port. */
+int sp_server_listen_http(struct sp_server *srv, const char *bind, unsigned port, unsigned *bound,
+                          struct sp_error *err);
+void sp_server_free(struct sp_server *srv);
+
+/* A JSON {"error": message} response. */
+void sp_response_error(struct sp_response *res, unsigned status, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+/* A response with the JSON of v (steals v). */
+void sp_response_json(struct sp_response *res, unsigned status, json_t *v);
+
+#endif

@@ -1,0 +1,221 @@
+/* The HTTP layer on loopback: routing, parameters, bodies, limits, errors, request ids, auth hook.
+ */
+#include <check.h>
+#include <curl/curl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "proxy/http.h"
+
+static int echo(void *state, const struct sp_request *req, struct sp_response *res)
+{
+    const char *q = req->query(req, "state");
+    const char *h = req->header(req, "X-Test");
+
+    sp_response_json(
+        res, 200,
+        json_pack("{s:s, s:s, s:s?, s:s?, s:s#, s:[s*], s:s}", "state", (char *)state, "method",
+                  req->method, "query", q, "header", h, "body", req->body, (int)req->body_len,
+                  "params", req->n_params > 0 ? req->params[0] : NULL, "remote", req->remote_addr));
+    return 0;
+}
+
+static int failing(void *state, const struct sp_request *req, struct sp_response *res)
+{
+    (void)state;
+    (void)req;
+    (void)res;
+    return -1;
+}
+
+static const struct sp_route routes[] = {
+    {"GET", "/tasks/:task_id/status", echo, SP_AUTH_NONE},
+    {"POST", "/tasks/:task_id/status", echo, SP_AUTH_NONE},
+    {"POST", "/tasks", echo, SP_AUTH_ANY},
+    {"GET", "/broken", failing, SP_AUTH_NONE},
+    {NULL, NULL, NULL, 0},
+};
+
+static const struct sp_route root_routes[] = {
+    {"GET", "/features", echo, SP_AUTH_NONE},
+    {NULL, NULL, NULL, 0},
+};
+
+static unsigned deny_secured(void *ud, const struct sp_request *req, unsigned auth, char *why,
+                             size_t len)
+{
+    (void)ud;
+    if (auth == SP_AUTH_NONE || (req->header(req, "X-Allow") != NULL))
+        return 0;
+    snprintf(why, len, "Untrusted client %s attempted to access %s", req->remote_addr, req->path);
+    return 403;
+}
+
+static struct sp_server *srv;
+static unsigned port;
+
+struct reply {
+    long status;
+    char body[4096];
+    size_t len;
+    char request_id[64];
+};
+
+static size_t on_body(char *data, size_t size, size_t n, void *ud)
+{
+    struct reply *r = ud;
+    size_t take = size * n;
+
+    if (r->len + take >= sizeof(r->body))
+        take = sizeof(r->body) - 1 - r->len;
+    memcpy(r->body + r->len, data, take);
+    r->len += take;
+    r->body[r->len] = '\0';
+    return size * n;
+}
+
+static size_t on_header(char *data, size_t size, size_t n, void *ud)
+{
+    struct reply *r = ud;
+
+    if (strncasecmp(data, "X-Request-Id: ", 14) == 0)
+        snprintf(r->request_id, sizeof(r->request_id), "%.*s", (int)strcspn(data + 14, "\r\n"),
+                 data + 14);
+    return size * n;
+}
+
+static struct reply call(const char *method, const char *path, const char *body, const char *hdr)
+{
+    struct reply r = {0};
+    struct curl_slist *headers = hdr ? curl_slist_append(NULL, hdr) : NULL;
+    char url[256];
+    CURL *c = curl_easy_init();
+
+    snprintf(url, sizeof(url), "http://127.0.0.1:%u%s", port, path);
+    curl_easy_setopt(c, CURLOPT_URL, url);
+    curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
+    if (body != NULL)
+        curl_easy_setopt(c, CURLOPT_POSTFIELDS, body);
+    curl_easy_setopt(c, CURLOPT_HTTPHEADER, headers);
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body);
+    curl_easy_setopt(c, CURLOPT_WRITEDATA, &r);
+    curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, on_header);
+    curl_easy_setopt(c, CURLOPT_HEADERDATA, &r);
+    ck_assert_int_eq(curl_easy_perform(c), CURLE_OK);
+    curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &r.status);
+    curl_easy_cleanup(c);
+    curl_slist_free_all(headers);
+    return r;
+}
+
+static const char *field(const struct reply *r, const char *key)
+{
+    static char out[1024];
+    json_t *j = json_loads(r->body, 0, NULL);
+
+    ck_assert_msg(j != NULL, "not JSON: %s", r->body);
+    snprintf(out, sizeof(out), "%s", json_string_value(json_object_get(j, key)) ?: "(null)");
+    json_decref(j);
+    return out;
+}
+
+static void setup(void)
+{
+    struct sp_server_hooks hooks = {.authorize = deny_secured};
+    struct sp_mount mounts[] = {
+        {"/dynflow", routes, (void *)"dynflow", 1},
+        {"", root_routes, (void *)"root", 1},
+    };
+    struct sp_error err;
+
+    srv = sp_server_new(64, &hooks);
+    sp_server_mount(srv, mounts, 2);
+    ck_assert_msg(sp_server_listen_http(srv, "127.0.0.1", 0, &port, &err) == 0, "%s", err.text);
+    ck_assert_int_gt(port, 0);
+}
+
+static void teardown(void)
+{
+    sp_server_free(srv);
+}
+
+START_TEST(routes_and_params)
+{
+    struct reply r =
+        call("GET", "/dynflow/tasks/abc-123/status?state=running", NULL, "X-Test: yes");
+
+    ck_assert_int_eq(r.status, 200);
+    ck_assert_str_eq(field(&r, "state"), "dynflow");
+    ck_assert_str_eq(field(&r, "query"), "running");
+    ck_assert_str_eq(field(&r, "header"), "yes");
+    ck_assert_str_eq(field(&r, "remote"), "127.0.0.1");
+    ck_assert_ptr_nonnull(strstr(r.body, "\"params\":[\"abc-123\"]"));
+    r = call("POST", "/dynflow/tasks/abc/status", "{\"a\":1}", "Content-Type: application/json");
+    ck_assert_int_eq(r.status, 200);
+    ck_assert_str_eq(field(&r, "body"), "{\"a\":1}");
+    r = call("GET", "/features", NULL, NULL);
+    ck_assert_int_eq(r.status, 200);
+    ck_assert_str_eq(field(&r, "state"), "root");
+}
+END_TEST
+
+START_TEST(errors_are_json)
+{
+    char big[200];
+    struct reply r = call("GET", "/dynflow/nothing", NULL, NULL);
+
+    ck_assert_int_eq(r.status, 404);
+    ck_assert_str_eq(field(&r, "error"), "no route for GET /dynflow/nothing");
+    r = call("DELETE", "/dynflow/tasks/x/status", NULL, NULL);
+    ck_assert_int_eq(r.status, 405);
+    ck_assert_str_eq(field(&r, "error"),
+                     "DELETE is not allowed on /dynflow/tasks/x/status (allowed: GET, POST)");
+    memset(big, 'x', sizeof(big) - 1);
+    big[sizeof(big) - 1] = '\0';
+    r = call("POST", "/dynflow/tasks/x/status", big, NULL);
+    ck_assert_int_eq(r.status, 413);
+    ck_assert_str_eq(field(&r, "error"), "the request body is larger than 64 bytes");
+    r = call("GET", "/dynflow/broken", NULL, NULL);
+    ck_assert_int_eq(r.status, 500);
+    ck_assert_str_eq(field(&r, "error"), "GET /dynflow/broken failed");
+    r = call("GET", "/dynflowx/tasks/a/status", NULL, NULL);
+    ck_assert_int_eq(r.status, 404);
+}
+END_TEST
+
+START_TEST(authorization_and_request_ids)
+{
+    struct reply r = call("POST", "/dynflow/tasks", "{}", NULL);
+
+    ck_assert_int_eq(r.status, 403);
+    ck_assert_str_eq(field(&r, "error"),
+                     "Untrusted client 127.0.0.1 attempted to access /dynflow/tasks");
+    ck_assert_int_eq(strlen(r.request_id), 36); /* a new UUID */
+    r = call("POST", "/dynflow/tasks", "{}", "X-Allow: 1");
+    ck_assert_int_eq(r.status, 200);
+    r = call("GET", "/features", NULL, "X-Request-Id: req-42");
+    ck_assert_str_eq(r.request_id, "req-42");
+}
+END_TEST
+
+int main(void)
+{
+    Suite *s = suite_create("http");
+    TCase *tc = tcase_create("http");
+    SRunner *sr;
+    int failed;
+
+    curl_global_init(CURL_GLOBAL_ALL);
+    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_add_test(tc, routes_and_params);
+    tcase_add_test(tc, errors_are_json);
+    tcase_add_test(tc, authorization_and_request_ids);
+    suite_add_tcase(s, tc);
+    sr = srunner_create(s);
+    srunner_run_all(sr, CK_NORMAL);
+    failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    curl_global_cleanup();
+    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+}
