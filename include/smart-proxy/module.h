@@ -62,6 +62,8 @@ typedef int (*sp_handler_fn)(void *state, const struct sp_request *req, struct s
 #define SP_AUTH_TRUSTED_HOSTS 0x1u /* :trusted_hosts: (client certificate CN, or reverse DNS) */
 #define SP_AUTH_CLIENT_CERT   0x2u /* a client certificate over HTTPS */
 #define SP_AUTH_ANY           (SP_AUTH_TRUSTED_HOSTS | SP_AUTH_CLIENT_CERT)
+/* An Authorization header replaces the checks above; the module verifies the token. */
+#define SP_AUTH_TOKEN 0x4u
 
 struct sp_route {
     const char *method;  /* NULL ends a table */

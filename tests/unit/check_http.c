@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "httputil.h"
 #include "proxy/http.h"
 
 static int echo(void *state, const struct sp_request *req, struct sp_response *res)
@@ -53,72 +54,6 @@ static unsigned deny_secured(void *ud, const struct sp_request *req, unsigned au
 }
 
 static struct sp_server *srv;
-static unsigned port;
-
-struct reply {
-    long status;
-    char body[4096];
-    size_t len;
-    char request_id[64];
-};
-
-static size_t on_body(char *data, size_t size, size_t n, void *ud)
-{
-    struct reply *r = ud;
-    size_t take = size * n;
-
-    if (r->len + take >= sizeof(r->body))
-        take = sizeof(r->body) - 1 - r->len;
-    memcpy(r->body + r->len, data, take);
-    r->len += take;
-    r->body[r->len] = '\0';
-    return size * n;
-}
-
-static size_t on_header(char *data, size_t size, size_t n, void *ud)
-{
-    struct reply *r = ud;
-
-    if (strncasecmp(data, "X-Request-Id: ", 14) == 0)
-        snprintf(r->request_id, sizeof(r->request_id), "%.*s", (int)strcspn(data + 14, "\r\n"),
-                 data + 14);
-    return size * n;
-}
-
-static struct reply call(const char *method, const char *path, const char *body, const char *hdr)
-{
-    struct reply r = {0};
-    struct curl_slist *headers = hdr ? curl_slist_append(NULL, hdr) : NULL;
-    char url[256];
-    CURL *c = curl_easy_init();
-
-    snprintf(url, sizeof(url), "http://127.0.0.1:%u%s", port, path);
-    curl_easy_setopt(c, CURLOPT_URL, url);
-    curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
-    if (body != NULL)
-        curl_easy_setopt(c, CURLOPT_POSTFIELDS, body);
-    curl_easy_setopt(c, CURLOPT_HTTPHEADER, headers);
-    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body);
-    curl_easy_setopt(c, CURLOPT_WRITEDATA, &r);
-    curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, on_header);
-    curl_easy_setopt(c, CURLOPT_HEADERDATA, &r);
-    ck_assert_int_eq(curl_easy_perform(c), CURLE_OK);
-    curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &r.status);
-    curl_easy_cleanup(c);
-    curl_slist_free_all(headers);
-    return r;
-}
-
-static const char *field(const struct reply *r, const char *key)
-{
-    static char out[1024];
-    json_t *j = json_loads(r->body, 0, NULL);
-
-    ck_assert_msg(j != NULL, "not JSON: %s", r->body);
-    snprintf(out, sizeof(out), "%s", json_string_value(json_object_get(j, key)) ?: "(null)");
-    json_decref(j);
-    return out;
-}
 
 static void setup(void)
 {

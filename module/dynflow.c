@@ -1,0 +1,148 @@
+/*
+ * dynflow.so: the /dynflow API mounted in smart-proxyd, running the executor
+ * in-process (internal mode).  Routes adapt the host's requests to the task
+ * API of libdynflow-core (reference/protocol.md §2.1).
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "api/api.h"
+#include "smart-proxy/module.h"
+
+struct dynflow {
+    const struct sp_host_api *host;
+    df_world *w;
+    df_api *api;
+};
+
+typedef void (*api_fn)(df_api *api, const struct df_api_request *req, struct df_api_response *res);
+
+static int respond(const struct sp_request *req, struct sp_response *res, api_fn fn,
+                   struct dynflow *df, bool done_event)
+{
+    struct df_api_request ar = {
+        .task_id = req->n_params > 0 ? req->params[0] : NULL,
+        .body = req->body,
+        .body_len = req->body_len,
+        .state = req->query(req, "state"),
+        .host = req->header(req, "Host"),
+        .forwarded_for = req->header(req, "X-Forwarded-For"),
+        .authorization = req->header(req, "Authorization"),
+        .request_id = req->request_id,
+        .https = req->https != 0,
+    };
+    struct df_api_response out = {0};
+
+    if (fn != NULL)
+        fn(df->api, &ar, &out);
+    else
+        df_api_event(df->api, &ar, done_event, &out);
+    res->status = out.status;
+    res->content_type = "application/json";
+    res->body = out.body != NULL ? json_dumps(out.body, JSON_COMPACT) : strdup("");
+    res->body_len = res->body != NULL ? strlen(res->body) : 0;
+    res->free_body = free;
+    json_decref(out.body);
+    return 0;
+}
+
+#define ROUTE(handler, fn)                                                                         \
+    static int handler(void *state, const struct sp_request *req, struct sp_response *res)         \
+    {                                                                                              \
+        return respond(req, res, fn, state, false);                                                \
+    }
+
+ROUTE(bulk_status, df_api_bulk_status)
+ROUTE(launch, df_api_launch)
+ROUTE(trigger, df_api_trigger)
+ROUTE(cancel, df_api_cancel)
+ROUTE(status, df_api_status)
+ROUTE(count, df_api_count)
+ROUTE(statuses, df_api_statuses)
+ROUTE(operations, df_api_operations)
+
+static int update(void *state, const struct sp_request *req, struct sp_response *res)
+{
+    return respond(req, res, NULL, state, false);
+}
+
+static int done(void *state, const struct sp_request *req, struct sp_response *res)
+{
+    return respond(req, res, NULL, state, true);
+}
+
+static const struct sp_route routes[] = {
+    {"POST", "/tasks/status", bulk_status, SP_AUTH_ANY},
+    {"POST", "/tasks/launch", launch, SP_AUTH_ANY},
+    {"POST", "/tasks", trigger, SP_AUTH_ANY},
+    {"POST", "/tasks/:task_id/cancel", cancel, SP_AUTH_ANY},
+    {"GET", "/tasks/:task_id/status", status, SP_AUTH_ANY},
+    {"GET", "/tasks/count", count, SP_AUTH_ANY},
+    {"POST", "/tasks/statuses", statuses, SP_AUTH_ANY},
+    {"POST", "/tasks/:task_id/update", update, SP_AUTH_ANY | SP_AUTH_TOKEN},
+    {"POST", "/tasks/:task_id/done", done, SP_AUTH_ANY | SP_AUTH_TOKEN},
+    {"GET", "/tasks/operations", operations, SP_AUTH_ANY},
+    {NULL, NULL, NULL, 0},
+};
+
+static const struct sp_route *dynflow_routes(void *state)
+{
+    (void)state;
+    return routes;
+}
+
+static json_t *dynflow_capabilities(void *state)
+{
+    struct dynflow *df = state;
+
+    return df_api_capabilities(df->api);
+}
+
+static void dynflow_shutdown(void *state)
+{
+    struct dynflow *df = state;
+
+    if (df == NULL)
+        return;
+    df_world_free(df->w);
+    df_api_free(df->api);
+    free(df);
+}
+
+/* settings.d/dynflow.yml: :database:, :pool_size:, :execution_plan_cleaner_age: (1800). */
+static int dynflow_init(const struct sp_host_api *host, const json_t *settings, void **state,
+                        char *errbuf, size_t errlen)
+{
+    struct dynflow *df = calloc(1, sizeof(*df));
+    json_t *age = json_object_get(settings, "execution_plan_cleaner_age");
+    json_t *pool = json_object_get(settings, "pool_size");
+    struct df_world_config cfg = {
+        .database = json_string_value(json_object_get(settings, "database")),
+        .pool_size = json_is_integer(pool) ? (unsigned)json_integer_value(pool) : 0,
+        .cleaner_age = json_is_number(age) ? json_number_value(age) : 1800,
+    };
+    df_error err = {{0}};
+
+    if (df == NULL) {
+        snprintf(errbuf, errlen, "out of memory");
+        return -ENOMEM;
+    }
+    df->host = host;
+    df->w = df_world_new(&cfg, &err);
+    if (df->w == NULL || df_api_register_classes(df->w, &err) < 0 ||
+        df_world_start(df->w, &err) < 0) {
+        snprintf(errbuf, errlen, "cannot start the executor: %s", err.text);
+        dynflow_shutdown(df);
+        return -EIO;
+    }
+    df->api = df_api_new(df->w);
+    df_api_register_operation(df->api, "single", DF_LAUNCH_SINGLE, NULL);
+    *state = df;
+    return 0;
+}
+
+SP_MODULE_DECLARE(.name = "dynflow", .version = "0.1.0", .init = dynflow_init,
+                  .routes = dynflow_routes, .capabilities = dynflow_capabilities,
+                  .shutdown = dynflow_shutdown);

@@ -1,0 +1,84 @@
+#include "proxy/root.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "proxy/http.h"
+
+static bool running(const struct sp_running_module *m)
+{
+    return strcmp(m->state_name, "running") == 0;
+}
+
+static int cmp_names(const void *a, const void *b)
+{
+    return strcmp(json_string_value(*(json_t *const *)a), json_string_value(*(json_t *const *)b));
+}
+
+/* GET /features: the running modules, sorted. */
+static int features(void *state, const struct sp_request *req, struct sp_response *res)
+{
+    const struct sp_root *root = state;
+    json_t **names = calloc(root->n_modules + 1, sizeof(*names)), *out = json_array();
+    size_t n = 0;
+
+    (void)req;
+    for (size_t i = 0; i < root->n_modules; i++)
+        if (running(&root->modules[i]))
+            names[n++] = json_string(root->modules[i].lm.m->name);
+    qsort(names, n, sizeof(*names), cmp_names);
+    for (size_t i = 0; i < n; i++)
+        json_array_append_new(out, names[i]);
+    free(names);
+    sp_response_json(res, 200, out);
+    return 0;
+}
+
+/* GET /version: the proxy's version and the running modules'. */
+static int version(void *state, const struct sp_request *req, struct sp_response *res)
+{
+    const struct sp_root *root = state;
+    json_t *modules = json_object();
+
+    (void)req;
+    for (size_t i = 0; i < root->n_modules; i++)
+        if (running(&root->modules[i]))
+            json_object_set_new(modules, root->modules[i].lm.m->name,
+                                json_string(root->modules[i].lm.m->version));
+    sp_response_json(res, 200,
+                     json_pack("{s:s, s:o}", "version", PACKAGE_VERSION, "modules", modules));
+    return 0;
+}
+
+/* GET /v2/features: every module with its listeners, state and capabilities. */
+static int features_v2(void *state, const struct sp_request *req, struct sp_response *res)
+{
+    const struct sp_root *root = state;
+    json_t *out = json_object();
+
+    (void)req;
+    for (size_t i = 0; i < root->n_modules; i++) {
+        const struct sp_running_module *m = &root->modules[i];
+        json_t *caps =
+            running(m) && m->lm.m->capabilities ? m->lm.m->capabilities(m->state) : json_array();
+        json_object_set_new(out, m->lm.m->name,
+                            json_pack("{s:b, s:b, s:{}, s:s, s:o}", "http_enabled",
+                                      (m->listeners & SP_HTTP) != 0, "https_enabled",
+                                      (m->listeners & SP_HTTPS) != 0, "settings", "state",
+                                      m->state_name, "capabilities", caps));
+    }
+    sp_response_json(res, 200, out);
+    return 0;
+}
+
+const struct sp_route *sp_root_routes(void)
+{
+    static const struct sp_route routes[] = {
+        {"GET", "/features", features, SP_AUTH_NONE},
+        {"GET", "/version", version, SP_AUTH_NONE},
+        {"GET", "/v2/features", features_v2, SP_AUTH_ANY},
+        {NULL, NULL, NULL, 0},
+    };
+
+    return routes;
+}

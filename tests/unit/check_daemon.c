@@ -1,0 +1,203 @@
+/* smart-proxyd as a process: --check-config, start-up, root routes, module errors, SIGTERM. */
+#include <check.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "httputil.h"
+
+static char dir[512];
+
+static void write_file(const char *name, const char *text)
+{
+    char p[700];
+    FILE *f;
+
+    snprintf(p, sizeof(p), "%s/%s", dir, name);
+    f = fopen(p, "w");
+    ck_assert_ptr_nonnull(f);
+    fputs(text, f);
+    fclose(f);
+}
+
+static unsigned free_port(void)
+{
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t len = sizeof(sa);
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+
+    ck_assert_int_eq(bind(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+    getsockname(fd, (struct sockaddr *)&sa, &len);
+    close(fd);
+    return ntohs(sa.sin_port);
+}
+
+/* Runs smart-proxyd with the test's settings; its stderr goes to a pipe. */
+static pid_t start(const char *extra_arg, int *err_fd)
+{
+    char config[700];
+    int fds[2];
+    pid_t pid;
+
+    snprintf(config, sizeof(config), "%s/settings.yml", dir);
+    ck_assert_int_eq(pipe(fds), 0);
+    pid = fork();
+    if (pid == 0) {
+        dup2(fds[1], 2);
+        dup2(fds[1], 1);
+        close(fds[0]);
+        execl(getenv("SMART_PROXYD"), "smart-proxyd", "--config", config, extra_arg, (char *)NULL);
+        _exit(127);
+    }
+    close(fds[1]);
+    *err_fd = fds[0];
+    return pid;
+}
+
+/* Reads the child's output until it contains needle (or it ends); returns what was read. */
+static const char *read_until(int fd, const char *needle)
+{
+    static char buf[8192];
+    size_t len = 0;
+    ssize_t n;
+
+    buf[0] = '\0';
+    while (strstr(buf, needle) == NULL && len < sizeof(buf) - 1 &&
+           (n = read(fd, buf + len, sizeof(buf) - 1 - len)) > 0) {
+        len += (size_t)n;
+        buf[len] = '\0';
+    }
+    return buf;
+}
+
+static int finish(pid_t pid)
+{
+    int status;
+
+    waitpid(pid, &status, 0);
+    return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+static void setup(void)
+{
+    const char *tmp = getenv("TEST_TMPDIR") ? getenv("TEST_TMPDIR") : "/tmp";
+    char sub[600];
+
+    snprintf(dir, sizeof(dir), "%s/daemon-%d-XXXXXX", tmp, getpid());
+    ck_assert_ptr_nonnull(mkdtemp(dir));
+    snprintf(sub, sizeof(sub), "%s/settings.d", dir);
+    mkdir(sub, 0700);
+}
+
+static void teardown(void)
+{
+    char cmd[700];
+
+    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+    ck_assert_int_eq(system(cmd), 0);
+}
+
+START_TEST(check_config)
+{
+    int fd;
+    pid_t pid;
+    const char *out;
+
+    write_file("settings.yml", ":http_port: 8000\n");
+    pid = start("--check-config", &fd);
+    out = read_until(fd, "settings OK");
+    ck_assert_ptr_nonnull(strstr(out, "settings OK"));
+    ck_assert_int_eq(finish(pid), 0);
+    close(fd);
+
+    write_file("settings.yml", ":http_port: eighty\n");
+    pid = start("--check-config", &fd);
+    out = read_until(fd, "found");
+    ck_assert_ptr_nonnull(strstr(out, "settings.yml: :http_port: must be a port number"));
+    ck_assert_int_eq(finish(pid), 1);
+    close(fd);
+}
+END_TEST
+
+START_TEST(serves_and_stops)
+{
+    char settings[256], dynflow[256];
+    int fd;
+    pid_t pid;
+    const char *out;
+    struct reply r;
+
+    port = free_port();
+    snprintf(settings, sizeof(settings),
+             ":http_port: %u\n:bind_host: 127.0.0.1\n:module_directory: %s\n", port,
+             getenv("DYNFLOW_MODULE_DIR"));
+    write_file("settings.yml", settings);
+    snprintf(dynflow, sizeof(dynflow), ":enabled: true\n:database:\n");
+    write_file("settings.d/dynflow.yml", dynflow);
+    write_file("settings.d/disabled.yml", ":enabled: false\n");
+    pid = start(NULL, &fd);
+    out = read_until(fd, "listening on");
+    ck_assert_msg(strstr(out, "listening on") != NULL, "%s", out);
+
+    r = call("GET", "/features", NULL, NULL);
+    ck_assert_str_eq(r.body, "[\"dynflow\"]");
+    r = call("GET", "/version", NULL, NULL);
+    ck_assert_ptr_nonnull(strstr(r.body, "\"modules\":{\"dynflow\":\"0.1.0\"}"));
+    r = call("GET", "/v2/features", NULL, NULL);
+    ck_assert_str_eq(r.body,
+                     "{\"dynflow\":{\"http_enabled\":true,\"https_enabled\":false,"
+                     "\"settings\":{},\"state\":\"running\",\"capabilities\":[\"single\"]}}");
+    r = call("GET", "/dynflow/tasks/count", NULL, NULL);
+    ck_assert_int_eq(r.status, 200);
+    kill(pid, SIGTERM);
+    ck_assert_int_eq(finish(pid), 0);
+    close(fd);
+}
+END_TEST
+
+START_TEST(missing_module_is_fatal)
+{
+    char settings[256];
+    int fd;
+    pid_t pid;
+    const char *out;
+
+    snprintf(settings, sizeof(settings), ":http_port: %u\n:module_directory: %s\n", free_port(),
+             getenv("DYNFLOW_MODULE_DIR"));
+    write_file("settings.yml", settings);
+    write_file("settings.d/script.yml", ":enabled: true\n");
+    pid = start(NULL, &fd);
+    out = read_until(fd, "cannot load");
+    ck_assert_ptr_nonnull(strstr(out, "/script.so: cannot load: No such file or directory"));
+    ck_assert_int_eq(finish(pid), 1);
+    close(fd);
+}
+END_TEST
+
+int main(void)
+{
+    Suite *s = suite_create("daemon");
+    TCase *tc = tcase_create("daemon");
+    SRunner *sr;
+    int failed;
+
+    signal(SIGPIPE, SIG_IGN);
+    curl_global_init(CURL_GLOBAL_ALL);
+    tcase_set_timeout(tc, 60);
+    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_add_test(tc, check_config);
+    tcase_add_test(tc, serves_and_stops);
+    tcase_add_test(tc, missing_module_is_fatal);
+    suite_add_tcase(s, tc);
+    sr = srunner_create(s);
+    srunner_run_all(sr, CK_NORMAL);
+    failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    curl_global_cleanup();
+    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+}
