@@ -2,6 +2,8 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <gnutls/gnutls.h>
+#include <gnutls/x509.h>
 #include <microhttpd.h>
 #include <pthread.h>
 #include <stdarg.h>
@@ -34,7 +36,8 @@ struct sp_server {
 /* One listener's view of the server. */
 struct listener {
     struct sp_server *srv;
-    unsigned kind;
+    unsigned kind; /* 1 HTTP, 2 HTTPS */
+    char *pem[3];  /* certificate, key, CA: libmicrohttpd keeps pointers to them */
 };
 
 struct request {
@@ -147,6 +150,36 @@ static void new_request_id(char out[37])
     out[36] = '\0';
 }
 
+/* CN and serial of a client certificate that verifies against the listener's CA. */
+static void peer_certificate(struct MHD_Connection *c, char *cn, size_t cn_len, char *serial,
+                             size_t serial_len)
+{
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(c, MHD_CONNECTION_INFO_GNUTLS_SESSION);
+    gnutls_session_t session = ci != NULL ? ci->tls_session : NULL;
+    const gnutls_datum_t *peers;
+    gnutls_x509_crt_t crt;
+    unsigned status = 1, n = 0;
+    unsigned char raw[64];
+    size_t size = cn_len, raw_len = sizeof(raw);
+
+    cn[0] = serial[0] = '\0';
+    if (session == NULL || gnutls_certificate_verify_peers2(session, &status) < 0 || status != 0)
+        return; /* none, or one the CA did not sign: treated as none */
+    peers = gnutls_certificate_get_peers(session, &n);
+    if (n == 0 || gnutls_x509_crt_init(&crt) < 0)
+        return;
+    if (gnutls_x509_crt_import(crt, &peers[0], GNUTLS_X509_FMT_DER) == 0 &&
+        gnutls_x509_crt_get_dn_by_oid(crt, GNUTLS_OID_X520_COMMON_NAME, 0, 0, cn, &size) == 0 &&
+        gnutls_x509_crt_get_serial(crt, raw, &raw_len) == 0) {
+        for (size_t i = 0; i < raw_len && 2 * i + 2 < serial_len; i++)
+            snprintf(serial + 2 * i, 3, "%02x", raw[i]);
+    } else {
+        cn[0] = '\0';
+    }
+    gnutls_x509_crt_deinit(crt);
+}
+
 static void remote_address(struct MHD_Connection *c, char *out, size_t len)
 {
     const union MHD_ConnectionInfo *ci =
@@ -235,7 +268,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
     struct listener *l = cls;
     struct request *r = *req_cls;
     struct sp_response res = {0};
-    char id[37], addr[64];
+    char id[37], addr[64], cn[256], serial[64];
     struct timespec end;
     enum MHD_Result ok;
 
@@ -269,6 +302,11 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
     req.request_id = id;
     remote_address(c, addr, sizeof(addr));
     req.remote_addr = addr;
+    if (l->kind == 2) {
+        peer_certificate(c, cn, sizeof(cn), serial, sizeof(serial));
+        req.peer_cert_cn = cn[0] ? cn : NULL;
+        req.peer_cert_serial = serial[0] ? serial : NULL;
+    }
     dispatch(l, &req, r, &res);
     ok = respond(c, &req, &res);
     clock_gettime(CLOCK_MONOTONIC, &end);
@@ -294,10 +332,43 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **req_cls,
     }
 }
 
-int sp_server_listen_http(struct sp_server *srv, const char *bind, unsigned port, unsigned *bound,
-                          struct sp_error *err)
+static char *read_pem(const char *what, const char *path, struct sp_error *err)
+{
+    FILE *f = path != NULL ? fopen(path, "rb") : NULL;
+    char *buf = NULL;
+    long len;
+
+    if (f == NULL) {
+        sp_fail(err, -errno, "cannot read %s %s: %s", what, path ? path : "(unset)",
+                path ? strerror(errno) : "not configured");
+        return NULL;
+    }
+    if (fseek(f, 0, SEEK_END) == 0 && (len = ftell(f)) > 0 && len < (1 << 20) &&
+        fseek(f, 0, SEEK_SET) == 0 && (buf = calloc(1, (size_t)len + 1)) != NULL &&
+        fread(buf, 1, (size_t)len, f) != (size_t)len) {
+        free(buf);
+        buf = NULL;
+    }
+    fclose(f);
+    if (buf == NULL)
+        sp_fail(err, -EIO, "cannot read %s %s: empty or unreadable", what, path);
+    return buf;
+}
+
+static void listener_free(struct listener *l)
+{
+    if (l == NULL)
+        return;
+    for (int i = 0; i < 3; i++)
+        free(l->pem[i]);
+    free(l);
+}
+
+int sp_server_listen(struct sp_server *srv, const char *bind, unsigned port,
+                     const struct sp_tls *tls, unsigned *bound, struct sp_error *err)
 {
     struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    unsigned flags = MHD_USE_AUTO_INTERNAL_THREAD | MHD_USE_ERROR_LOG;
     struct listener *l;
     struct MHD_Daemon *d;
     const union MHD_DaemonInfo *info;
@@ -309,15 +380,35 @@ int sp_server_listen_http(struct sp_server *srv, const char *bind, unsigned port
         return sp_fail(err, -EINVAL, "bind address '%s' is not an IPv4 address", bind);
     l = calloc(1, sizeof(*l));
     l->srv = srv;
-    l->kind = 1;
-    d = MHD_start_daemon(MHD_USE_AUTO_INTERNAL_THREAD | MHD_USE_ERROR_LOG, 0, NULL, NULL,
-                         on_request, l, MHD_OPTION_SOCK_ADDR, &sa, MHD_OPTION_THREAD_POOL_SIZE,
-                         (unsigned)2, MHD_OPTION_NOTIFY_COMPLETED, on_completed, NULL,
-                         MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)60, MHD_OPTION_END);
+    l->kind = tls != NULL ? 2 : 1;
+    if (tls != NULL) {
+        l->pem[0] = read_pem("ssl_certificate", tls->cert_file, err);
+        l->pem[1] = l->pem[0] ? read_pem("ssl_private_key", tls->key_file, err) : NULL;
+        l->pem[2] = l->pem[1] ? read_pem("ssl_ca_file", tls->ca_file, err) : NULL;
+        if (l->pem[2] == NULL) {
+            listener_free(l);
+            return -EINVAL;
+        }
+        flags |= MHD_USE_TLS;
+    }
+    const char *priorities =
+        tls != NULL && tls->priorities ? tls->priorities : "NORMAL:-VERS-TLS1.1:-VERS-TLS1.0";
+    struct MHD_OptionItem tls_options[] = {
+        {MHD_OPTION_HTTPS_MEM_CERT, 0, l->pem[0]},
+        {MHD_OPTION_HTTPS_MEM_KEY, 0, l->pem[1]},
+        {MHD_OPTION_HTTPS_MEM_TRUST, 0, l->pem[2]}, /* asks for a client certificate */
+        {MHD_OPTION_HTTPS_PRIORITIES, 0, (void *)priorities},
+        {MHD_OPTION_END, 0, NULL},
+    };
+    d = MHD_start_daemon(flags, 0, NULL, NULL, on_request, l, MHD_OPTION_SOCK_ADDR, &sa,
+                         MHD_OPTION_THREAD_POOL_SIZE, (unsigned)2, MHD_OPTION_NOTIFY_COMPLETED,
+                         on_completed, NULL, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)60,
+                         MHD_OPTION_ARRAY, tls != NULL ? tls_options : tls_options + 4,
+                         MHD_OPTION_END);
     if (d == NULL) {
-        free(l);
-        return sp_fail(err, -EADDRINUSE, "cannot listen on %s:%u: %s", bind ? bind : "*", port,
-                       strerror(errno));
+        listener_free(l);
+        return sp_fail(err, -EADDRINUSE, "cannot listen on %s://%s:%u: %s", tls ? "https" : "http",
+                       bind ? bind : "*", port, strerror(errno));
     }
     info = MHD_get_daemon_info(d, MHD_DAEMON_INFO_BIND_PORT);
     if (bound != NULL)
@@ -333,7 +424,7 @@ void sp_server_free(struct sp_server *srv)
         return;
     for (size_t i = 0; i < srv->n_daemons; i++) {
         MHD_stop_daemon(srv->daemons[i]);
-        free(srv->listeners[i]);
+        listener_free(srv->listeners[i]);
     }
     table_unref(srv, srv->mounts);
     pthread_mutex_destroy(&srv->lock);

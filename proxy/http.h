@@ -26,9 +26,16 @@ struct sp_server_hooks {
 struct sp_server *sp_server_new(size_t max_body, const struct sp_server_hooks *hooks);
 /* Replaces the mounted modules (copied); requests in flight keep the old table. */
 void sp_server_mount(struct sp_server *srv, const struct sp_mount *mounts, size_t n);
-/* Starts a plain HTTP listener on bind:port (port 0: any); *bound gets the port. */
-int sp_server_listen_http(struct sp_server *srv, const char *bind, unsigned port, unsigned *bound,
-                          struct sp_error *err);
+/* TLS of an HTTPS listener: PEM files; a client certificate is asked for and verified against
+ * the CA, and its CN and serial reach the handlers.  TLS 1.2 and newer only. */
+struct sp_tls {
+    const char *cert_file, *key_file, *ca_file;
+    const char *priorities; /* GnuTLS priority string; NULL: NORMAL minus TLS 1.0 and 1.1 */
+};
+
+/* Starts a listener on bind:port (port 0: any), HTTPS when tls is given; *bound gets the port. */
+int sp_server_listen(struct sp_server *srv, const char *bind, unsigned port,
+                     const struct sp_tls *tls, unsigned *bound, struct sp_error *err);
 void sp_server_free(struct sp_server *srv);
 
 /* A JSON {"error": message} response. */

@@ -2,11 +2,8 @@
  * smart-proxyd: reads Foreman's settings.yml and settings.d/, loads the
  * enabled modules, mounts their routes and serves them until SIGTERM.
  */
-#include <arpa/inet.h>
-#include <ctype.h>
 #include <errno.h>
 #include <getopt.h>
-#include <netdb.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -15,6 +12,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "proxy/auth.h"
 #include "proxy/http.h"
 #include "proxy/root.h"
 #include "proxy/settings.h"
@@ -72,88 +70,6 @@ static void access_log(void *ud, const struct sp_request *req, unsigned status, 
             req->request_id, req->remote_addr);
 }
 
-/* ---- authorization (reference/protocol.md §1.5) ------------------------------------------- */
-
-/* The client's name over HTTP: reverse DNS, forward-verified when asked to. */
-static void client_name(const char *addr, bool forward_verify, char *out, size_t len)
-{
-    struct sockaddr_storage ss = {0};
-    struct addrinfo *ai = NULL, hints = {.ai_socktype = SOCK_STREAM};
-    socklen_t sl;
-    bool verified = !forward_verify;
-
-    snprintf(out, len, "%s", addr);
-    if (inet_pton(AF_INET, addr, &((struct sockaddr_in *)&ss)->sin_addr) == 1) {
-        ss.ss_family = AF_INET;
-        sl = sizeof(struct sockaddr_in);
-    } else if (inet_pton(AF_INET6, addr, &((struct sockaddr_in6 *)&ss)->sin6_addr) == 1) {
-        ss.ss_family = AF_INET6;
-        sl = sizeof(struct sockaddr_in6);
-    } else {
-        return;
-    }
-    char name[NI_MAXHOST];
-    if (getnameinfo((struct sockaddr *)&ss, sl, name, sizeof(name), NULL, 0, NI_NAMEREQD) != 0)
-        return;
-    if (forward_verify && getaddrinfo(name, NULL, &hints, &ai) == 0) {
-        for (struct addrinfo *p = ai; p != NULL && !verified; p = p->ai_next) {
-            char back[INET6_ADDRSTRLEN];
-            const void *a = p->ai_family == AF_INET
-                                ? (const void *)&((struct sockaddr_in *)p->ai_addr)->sin_addr
-                                : (const void *)&((struct sockaddr_in6 *)p->ai_addr)->sin6_addr;
-            verified = inet_ntop(p->ai_family, a, back, sizeof(back)) && strcmp(back, addr) == 0;
-        }
-        freeaddrinfo(ai);
-    }
-    if (verified)
-        snprintf(out, len, "%s", name);
-}
-
-static bool listed(json_t *list, const char *name)
-{
-    json_t *v;
-    size_t i;
-
-    json_array_foreach(list, i, v) if (strcasecmp(json_string_value(v), name) == 0) return true;
-    return false;
-}
-
-static unsigned authorize(void *ud, const struct sp_request *req, unsigned auth, char *why,
-                          size_t len)
-{
-    const struct sp_settings *s = ud;
-    json_t *trusted = sp_setting(s, "trusted_hosts");
-    char name[NI_MAXHOST];
-
-    if ((auth & SP_AUTH_TOKEN) && req->header(req, "Authorization") != NULL)
-        return 0; /* the module checks the token itself */
-    if ((auth & SP_AUTH_TRUSTED_HOSTS) && trusted != NULL) {
-        if (req->https && req->peer_cert_cn == NULL) {
-            snprintf(why, len, "could not read client cert from environment");
-            return 403;
-        }
-        if (req->https)
-            snprintf(name, sizeof(name), "%s", req->peer_cert_cn);
-        else
-            client_name(req->remote_addr, json_is_true(sp_setting(s, "forward_verify")), name,
-                        sizeof(name));
-        for (char *p = name; *p != '\0'; p++)
-            *p = (char)tolower((unsigned char)*p);
-        if (!listed(trusted, name)) {
-            snprintf(why, len,
-                     "Untrusted client %s attempted to access %s. Check :trusted_hosts: in "
-                     "settings.yml",
-                     name, req->path);
-            return 403;
-        }
-    }
-    if ((auth & SP_AUTH_CLIENT_CERT) && req->https && req->peer_cert_cn == NULL) {
-        snprintf(why, len, "No client SSL certificate supplied");
-        return 403;
-    }
-    return 0;
-}
-
 /* ---- modules ----------------------------------------------------------------------------------
  */
 
@@ -164,11 +80,17 @@ struct proxy {
     struct sp_server *server;
 };
 
-/* HTTP when :http_port: is set; HTTPS needs a certificate, its key and the CA (§1.3).
- * HTTPS listeners are not built yet, so only HTTP is offered. */
+static bool https_configured(const struct sp_settings *s)
+{
+    return sp_setting(s, "ssl_certificate") && sp_setting(s, "ssl_private_key") &&
+           sp_setting(s, "ssl_ca_file");
+}
+
+/* HTTP when :http_port: is set; HTTPS when the certificate, its key and the CA are (§1.3). */
 static unsigned available_listeners(const struct proxy *px)
 {
-    return sp_setting(&px->settings, "http_port") != NULL ? SP_HTTP : 0;
+    return (sp_setting(&px->settings, "http_port") != NULL ? SP_HTTP : 0) |
+           (https_configured(&px->settings) ? SP_HTTPS : 0);
 }
 
 static int start_module(struct proxy *px, const char *name, json_t *settings,
@@ -243,26 +165,59 @@ static void mount_all(struct proxy *px)
     free(mounts);
 }
 
-static int listen_all(struct proxy *px)
+/* TLS 1.0 and 1.1 never; :tls_disabled_versions: takes away more (GnuTLS priority syntax). */
+static void tls_priorities(const struct sp_settings *s, char *out, size_t len)
 {
-    json_t *port = sp_setting(&px->settings, "http_port"), *host;
-    struct sp_error err;
+    json_t *v;
     size_t i;
 
-    if (port == NULL) {
-        log_msg(SP_LOG_WARNING, "no :http_port: set; HTTPS listeners are not built yet");
-        return 0;
+    snprintf(out, len, "NORMAL:-VERS-TLS1.1:-VERS-TLS1.0");
+    json_array_foreach(sp_setting(s, "tls_disabled_versions"), i, v)
+    {
+        size_t used = strlen(out);
+        snprintf(out + used, len - used, ":-VERS-TLS%s", json_string_value(v));
     }
+}
+
+static int listen_on(struct proxy *px, unsigned port, const struct sp_tls *tls)
+{
+    struct sp_error err;
+    json_t *host;
+    size_t i;
+
     json_array_foreach(sp_setting(&px->settings, "bind_host"), i, host)
     {
         unsigned bound;
-        if (sp_server_listen_http(px->server, json_string_value(host),
-                                  (unsigned)json_integer_value(port), &bound, &err) < 0) {
+        if (sp_server_listen(px->server, json_string_value(host), port, tls, &bound, &err) < 0) {
             log_msg(SP_LOG_ERROR, "%s", err.text);
             return -1;
         }
-        log_msg(SP_LOG_INFO, "listening on http://%s:%u", json_string_value(host), bound);
+        log_msg(SP_LOG_INFO, "listening on %s://%s:%u", tls ? "https" : "http",
+                json_string_value(host), bound);
     }
+    return 0;
+}
+
+static int listen_all(struct proxy *px)
+{
+    const struct sp_settings *s = &px->settings;
+    char priorities[256];
+    struct sp_tls tls = {.cert_file = sp_setting_str(s, "ssl_certificate"),
+                         .key_file = sp_setting_str(s, "ssl_private_key"),
+                         .ca_file = sp_setting_str(s, "ssl_ca_file"),
+                         .priorities = priorities};
+
+    tls_priorities(s, priorities, sizeof(priorities));
+    if (available_listeners(px) == 0)
+        log_msg(SP_LOG_WARNING, "neither :http_port: nor the SSL settings are set: not listening");
+    if (json_array_size(sp_setting(s, "ssl_disabled_ciphers")) > 0)
+        log_msg(SP_LOG_WARNING, ":ssl_disabled_ciphers: is not applied yet");
+    if (sp_setting(s, "http_port") != NULL &&
+        listen_on(px, (unsigned)json_integer_value(sp_setting(s, "http_port")), NULL) < 0)
+        return -1;
+    if (https_configured(s) &&
+        listen_on(px, (unsigned)json_integer_value(sp_setting(s, "https_port")), &tls) < 0)
+        return -1;
     return 0;
 }
 
@@ -332,7 +287,7 @@ int main(int argc, char **argv)
     signal(SIGPIPE, SIG_IGN);
 
     px.server = sp_server_new(MAX_BODY, &(struct sp_server_hooks){.ud = &px.settings,
-                                                                  .authorize = authorize,
+                                                                  .authorize = sp_authorize,
                                                                   .access = access_log});
     if (start_modules(&px) < 0) {
         stop(&px);

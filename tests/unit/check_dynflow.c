@@ -29,7 +29,7 @@ static void setup(void)
     mount = (struct sp_mount){"/dynflow", lm.m->routes(state), state, 1};
     srv = sp_server_new(1 << 20, NULL);
     sp_server_mount(srv, &mount, 1);
-    ck_assert_msg(sp_server_listen_http(srv, "127.0.0.1", 0, &port, &err) == 0, "%s", err.text);
+    ck_assert_msg(sp_server_listen(srv, "127.0.0.1", 0, NULL, &port, &err) == 0, "%s", err.text);
 }
 
 static void teardown(void)

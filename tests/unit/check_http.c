@@ -66,7 +66,7 @@ static void setup(void)
 
     srv = sp_server_new(64, &hooks);
     sp_server_mount(srv, mounts, 2);
-    ck_assert_msg(sp_server_listen_http(srv, "127.0.0.1", 0, &port, &err) == 0, "%s", err.text);
+    ck_assert_msg(sp_server_listen(srv, "127.0.0.1", 0, NULL, &port, &err) == 0, "%s", err.text);
     ck_assert_int_gt(port, 0);
 }
 

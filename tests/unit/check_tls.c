@@ -1,0 +1,181 @@
+/*
+ * The HTTPS listener with client certificates on loopback, and the
+ * authorization rules of reference/protocol.md §1.5 on top of it.
+ */
+#include <check.h>
+#include <curl/curl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "proxy/auth.h"
+#include "proxy/http.h"
+
+static char certs[512];
+static struct sp_server *srv;
+static struct sp_settings settings;
+static unsigned port;
+
+static int whoami(void *state, const struct sp_request *req, struct sp_response *res)
+{
+    (void)state;
+    sp_response_json(res, 200,
+                     json_pack("{s:s?, s:s?, s:b}", "cn", req->peer_cert_cn, "serial",
+                               req->peer_cert_serial, "https", req->https));
+    return 0;
+}
+
+static const struct sp_route routes[] = {
+    {"GET", "/features", whoami, SP_AUTH_NONE},
+    {"GET", "/secured", whoami, SP_AUTH_ANY},
+    {NULL, NULL, NULL, 0},
+};
+
+struct reply {
+    CURLcode rc;
+    long status;
+    char body[2048];
+    size_t len;
+};
+
+static size_t on_body(char *data, size_t size, size_t n, void *ud)
+{
+    struct reply *r = ud;
+    size_t take = size * n < sizeof(r->body) - 1 - r->len ? size * n : sizeof(r->body) - 1 - r->len;
+
+    memcpy(r->body + r->len, data, take);
+    r->len += take;
+    r->body[r->len] = '\0';
+    return size * n;
+}
+
+/* GET path over HTTPS as client NAME (NULL: no certificate); max_tls 0 = any version. */
+static struct reply get(const char *path, const char *name, long max_tls)
+{
+    char url[128], cert[600], key[600], ca[600];
+    struct reply r = {0};
+    CURL *c = curl_easy_init();
+
+    snprintf(url, sizeof(url), "https://127.0.0.1:%u%s", port, path);
+    snprintf(ca, sizeof(ca), "%s/ca.pem", certs);
+    curl_easy_setopt(c, CURLOPT_URL, url);
+    curl_easy_setopt(c, CURLOPT_CAINFO, ca);
+    if (name != NULL) {
+        snprintf(cert, sizeof(cert), "%s/%s.pem", certs, name);
+        snprintf(key, sizeof(key), "%s/%s.key", certs, name);
+        curl_easy_setopt(c, CURLOPT_SSLCERT, cert);
+        curl_easy_setopt(c, CURLOPT_SSLKEY, key);
+    }
+    if (max_tls != 0)
+        curl_easy_setopt(c, CURLOPT_SSLVERSION, CURL_SSLVERSION_TLSv1_0 | max_tls);
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body);
+    curl_easy_setopt(c, CURLOPT_WRITEDATA, &r);
+    r.rc = curl_easy_perform(c);
+    curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &r.status);
+    curl_easy_cleanup(c);
+    return r;
+}
+
+static void setup(void)
+{
+    const char *tmp = getenv("TEST_TMPDIR") ? getenv("TEST_TMPDIR") : "/tmp";
+    char cmd[1200], cert[600], key[600], ca[600], yml[600];
+    struct sp_mount mount = {"", routes, NULL, 2};
+    struct sp_error err;
+    FILE *f;
+
+    snprintf(certs, sizeof(certs), "%s/tls-%d", tmp, getpid());
+    snprintf(cmd, sizeof(cmd), "sh '%s/make-certs.sh' '%s'", getenv("TLS_SCRIPTS"), certs);
+    ck_assert_int_eq(system(cmd), 0);
+    snprintf(yml, sizeof(yml), "%s/settings.yml", certs);
+    f = fopen(yml, "w");
+    fputs(":trusted_hosts:\n  - Foreman.example.com\n", f);
+    fclose(f);
+    ck_assert_msg(sp_settings_load(yml, &settings, &err) == 0, "%s", err.text);
+    snprintf(cert, sizeof(cert), "%s/server.pem", certs);
+    snprintf(key, sizeof(key), "%s/server.key", certs);
+    snprintf(ca, sizeof(ca), "%s/ca.pem", certs);
+    srv = sp_server_new(1 << 20,
+                        &(struct sp_server_hooks){.ud = &settings, .authorize = sp_authorize});
+    sp_server_mount(srv, &mount, 1);
+    ck_assert_msg(
+        sp_server_listen(srv, "127.0.0.1", 0,
+                         &(struct sp_tls){.cert_file = cert, .key_file = key, .ca_file = ca}, &port,
+                         &err) == 0,
+        "%s", err.text);
+}
+
+static void teardown(void)
+{
+    char cmd[600];
+
+    sp_server_free(srv);
+    sp_settings_free(&settings);
+    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", certs);
+    ck_assert_int_eq(system(cmd), 0);
+}
+
+START_TEST(client_certificates)
+{
+    struct reply r = get("/features", NULL, 0);
+
+    ck_assert_int_eq(r.rc, CURLE_OK);
+    ck_assert_int_eq(r.status, 200);
+    ck_assert_str_eq(r.body, "{\"cn\":null,\"serial\":null,\"https\":true}");
+    r = get("/features", "client", 0);
+    ck_assert_ptr_nonnull(strstr(r.body, "\"cn\":\"foreman.example.com\""));
+    ck_assert_ptr_nonnull(strstr(r.body, "\"serial\":\""));
+}
+END_TEST
+
+START_TEST(authorization_matrix)
+{
+    struct reply r = get("/secured", "client", 0);
+
+    ck_assert_int_eq(r.status, 200);
+    r = get("/secured", NULL, 0);
+    ck_assert_int_eq(r.status, 403);
+    ck_assert_str_eq(r.body, "{\"error\":\"could not read client cert from environment\"}");
+    r = get("/secured", "rogue", 0); /* signed by another CA: as good as none */
+    ck_assert_int_eq(r.status, 403);
+    ck_assert_str_eq(r.body, "{\"error\":\"could not read client cert from environment\"}");
+    r = get("/secured", "stranger", 0);
+    ck_assert_int_eq(r.status, 403);
+    ck_assert_str_eq(r.body, "{\"error\":\"Untrusted client stranger.example.com attempted to "
+                             "access /secured. Check :trusted_hosts: in settings.yml\"}");
+}
+END_TEST
+
+START_TEST(old_tls_is_refused)
+{
+    struct reply r = get("/features", "client", CURL_SSLVERSION_MAX_TLSv1_1);
+
+    ck_assert_int_ne(r.rc, CURLE_OK);
+    ck_assert_int_eq(r.status, 0);
+    r = get("/features", "client", CURL_SSLVERSION_MAX_TLSv1_2);
+    ck_assert_int_eq(r.status, 200);
+}
+END_TEST
+
+int main(void)
+{
+    Suite *s = suite_create("tls");
+    TCase *tc = tcase_create("tls");
+    SRunner *sr;
+    int failed;
+
+    curl_global_init(CURL_GLOBAL_ALL);
+    tcase_set_timeout(tc, 60);
+    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_add_test(tc, client_certificates);
+    tcase_add_test(tc, authorization_matrix);
+    tcase_add_test(tc, old_tls_is_refused);
+    suite_add_tcase(s, tc);
+    sr = srunner_create(s);
+    srunner_run_all(sr, CK_NORMAL);
+    failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    curl_global_cleanup();
+    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+}
