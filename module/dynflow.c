@@ -9,12 +9,14 @@
 #include <string.h>
 
 #include "api/api.h"
+#include "callback/callback.h"
 #include "smart-proxy/module.h"
 
 struct dynflow {
     const struct sp_host_api *host;
     df_world *w;
     df_api *api;
+    df_callback *callback;
 };
 
 typedef void (*api_fn)(df_api *api, const struct df_api_request *req, struct df_api_response *res);
@@ -108,7 +110,32 @@ static void dynflow_shutdown(void *state)
         return;
     df_world_free(df->w);
     df_api_free(df->api);
+    df_callback_free(df->callback);
     free(df);
+}
+
+static const char *either(const json_t *global, const char *key, const char *fallback)
+{
+    const char *v = json_string_value(json_object_get(global, key));
+
+    return v != NULL ? v : json_string_value(json_object_get(global, fallback));
+}
+
+/* Callbacks go to :foreman_url: with the Foreman client certificate (§7.1); none without it. */
+static int setup_callbacks(struct dynflow *df, const json_t *global, df_error *err)
+{
+    struct df_callback_config cfg = {
+        .foreman_url = json_string_value(json_object_get(global, "foreman_url")),
+        .cert_file = either(global, "foreman_ssl_cert", "ssl_certificate"),
+        .key_file = either(global, "foreman_ssl_key", "ssl_private_key"),
+        .ca_file = either(global, "foreman_ssl_ca", "ssl_ca_file"),
+    };
+
+    if (cfg.foreman_url == NULL)
+        return 0;
+    df->callback = df_callback_new(&cfg, err);
+    return df->callback != NULL ? df_world_register(df->w, df_callback_class(df->callback), err)
+                                : -EINVAL;
 }
 
 /* settings.d/dynflow.yml: :database:, :pool_size:, :execution_plan_cleaner_age: (1800). */
@@ -132,6 +159,7 @@ static int dynflow_init(const struct sp_host_api *host, const json_t *settings, 
     df->host = host;
     df->w = df_world_new(&cfg, &err);
     if (df->w == NULL || df_api_register_classes(df->w, &err) < 0 ||
+        setup_callbacks(df, host != NULL ? host->global_settings : NULL, &err) < 0 ||
         df_world_start(df->w, &err) < 0) {
         snprintf(errbuf, errlen, "cannot start the executor: %s", err.text);
         dynflow_shutdown(df);

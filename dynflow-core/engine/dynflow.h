@@ -301,6 +301,8 @@ const struct df_action_class *df_action_class(const df_action *a);
 /* The action whose planning planned this one through a subscription, or NULL. */
 df_action *df_action_triggering(const df_action *a);
 
+/* Adds an entry to the plan's execution history (e.g. a failed delivery). */
+void df_action_history(df_action *a, const char *name);
 /* Records the step error (exception class RuntimeError) and returns -1. */
 int df_action_error(df_action *a, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 

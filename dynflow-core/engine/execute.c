@@ -795,6 +795,13 @@ void df_action_drop_chunks(df_action *a)
     pthread_mutex_unlock(&a->plan->lock);
 }
 
+void df_action_history(df_action *a, const char *name)
+{
+    pthread_mutex_lock(&a->plan->lock);
+    df_plan_history(a->plan, name);
+    pthread_mutex_unlock(&a->plan->lock);
+}
+
 void df_action_set_progress(df_action *a, double done)
 {
     a->x.progress_set = true;

@@ -1,0 +1,166 @@
+#include "callback/callback.h"
+
+#include <curl/curl.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "util/util.h"
+
+struct df_callback {
+    char *url; /* the callback endpoint */
+    char *cert_file, *key_file, *ca_file;
+    double first_retry, max_retry, give_up_after;
+    struct df_action_class cls;
+};
+
+struct reply {
+    char text[512];
+    size_t len;
+};
+
+static size_t keep_reply(char *data, size_t size, size_t n, void *ud)
+{
+    struct reply *r = ud;
+    size_t take = size * n;
+
+    if (take > sizeof(r->text) - 1 - r->len)
+        take = sizeof(r->text) - 1 - r->len;
+    memcpy(r->text + r->len, data, take);
+    r->len += take;
+    r->text[r->len] = '\0';
+    return size * n;
+}
+
+/* One POST; 0 on HTTP 200, else -1 with why (status and body, or curl's reason). */
+static int post(const df_callback *cb, const char *body, const char *request_id, char *why,
+                size_t len)
+{
+    struct curl_slist *headers = NULL;
+    struct reply r = {{0}, 0};
+    char rid[128];
+    long status = 0;
+    CURL *c = curl_easy_init();
+    CURLcode rc;
+
+    if (c == NULL) {
+        snprintf(why, len, "cannot create an HTTP client");
+        return -1;
+    }
+    headers = curl_slist_append(headers, "Accept: application/json,version=2");
+    headers = curl_slist_append(headers, "Content-Type: application/json");
+    if (request_id != NULL) {
+        snprintf(rid, sizeof(rid), "X-Request-Id: %s", request_id);
+        headers = curl_slist_append(headers, rid);
+    }
+    curl_easy_setopt(c, CURLOPT_URL, cb->url);
+    curl_easy_setopt(c, CURLOPT_POSTFIELDS, body);
+    curl_easy_setopt(c, CURLOPT_HTTPHEADER, headers);
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, keep_reply);
+    curl_easy_setopt(c, CURLOPT_WRITEDATA, &r);
+    curl_easy_setopt(c, CURLOPT_TIMEOUT, 60L);
+    curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(c, CURLOPT_SSLVERSION, (long)CURL_SSLVERSION_TLSv1_2);
+    if (cb->ca_file != NULL)
+        curl_easy_setopt(c, CURLOPT_CAINFO, cb->ca_file);
+    if (cb->cert_file != NULL && cb->key_file != NULL) {
+        curl_easy_setopt(c, CURLOPT_SSLCERT, cb->cert_file);
+        curl_easy_setopt(c, CURLOPT_SSLKEY, cb->key_file);
+    }
+    rc = curl_easy_perform(c);
+    curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
+    curl_easy_cleanup(c);
+    curl_slist_free_all(headers);
+    if (rc != CURLE_OK)
+        snprintf(why, len, "%s", curl_easy_strerror(rc));
+    else if (status != 200)
+        snprintf(why, len, "%ld %s", status, r.text);
+    return rc == CURLE_OK && status == 200 ? 0 : -1;
+}
+
+static double backoff(const df_callback *cb, json_int_t attempts)
+{
+    double d = cb->first_retry;
+
+    for (json_int_t i = 1; i < attempts && d < cb->max_retry; i++)
+        d *= 2;
+    return d < cb->max_retry ? d : cb->max_retry;
+}
+
+/* Sends {"callback": input.callback, "data": input.data}; retries until give_up_after. */
+static int callback_run(df_action *a, const df_event *ev)
+{
+    const df_callback *cb = df_action_class(a)->data;
+    json_t *in = df_action_input(a), *out = df_action_output(a);
+    json_t *payload = json_pack("{s:O?, s:O?}", "callback", json_object_get(in, "callback"), "data",
+                                json_object_get(in, "data"));
+    json_int_t attempts = json_integer_value(json_object_get(out, "attempts")) + 1;
+    double first = json_number_value(json_object_get(out, "first_attempt_at"));
+    double now = (double)df_now_us() / 1e6;
+    char *body = json_dumps(payload, JSON_COMPACT), why[768], note[900];
+    int rc;
+
+    (void)ev;
+    if (first == 0)
+        json_object_set_new(out, "first_attempt_at", json_real(first = now));
+    json_object_set_new(out, "attempts", json_integer(attempts));
+    rc = post(cb, body, json_string_value(json_object_get(in, "current_request_id")), why,
+              sizeof(why));
+    free(body);
+    json_decref(payload);
+    if (rc == 0)
+        return 0;
+    snprintf(note, sizeof(note), "callback attempt %lld failed: %s", (long long)attempts, why);
+    df_action_history(a, note);
+    if (now - first >= cb->give_up_after)
+        return df_action_error(a, "Failed performing callback to Foreman server: %s", why);
+    df_action_plan_event(a, &(df_event){DF_EVENT_USER, NULL}, backoff(cb, attempts));
+    df_action_suspend(a);
+    return 0;
+}
+
+df_callback *df_callback_new(const struct df_callback_config *cfg, df_error *err)
+{
+    df_callback *cb;
+    const char *scheme_end, *path;
+
+    if (cfg->foreman_url == NULL || (scheme_end = strstr(cfg->foreman_url, "://")) == NULL) {
+        df_errorf(err, -EINVAL, "callbacks need :foreman_url: (https://host[:port]), found '%s'",
+                  cfg->foreman_url ? cfg->foreman_url : "");
+        return NULL;
+    }
+    cb = df_calloc(1, sizeof(*cb));
+    curl_global_init(CURL_GLOBAL_DEFAULT); /* now, while there is one thread; counted by libcurl */
+    /* URI.join with an absolute path: any path of foreman_url is dropped */
+    path = strchr(scheme_end + 3, '/');
+    cb->url = df_malloc(strlen(cfg->foreman_url) + 64);
+    sprintf(cb->url, "%.*s/foreman_tasks/api/tasks/callback",
+            (int)(path ? (size_t)(path - cfg->foreman_url) : strlen(cfg->foreman_url)),
+            cfg->foreman_url);
+    cb->cert_file = cfg->cert_file ? df_strdup(cfg->cert_file) : NULL;
+    cb->key_file = cfg->key_file ? df_strdup(cfg->key_file) : NULL;
+    cb->ca_file = cfg->ca_file ? df_strdup(cfg->ca_file) : NULL;
+    cb->first_retry = cfg->first_retry > 0 ? cfg->first_retry : 1;
+    cb->max_retry = cfg->max_retry > 0 ? cfg->max_retry : 300;
+    cb->give_up_after = cfg->give_up_after > 0 ? cfg->give_up_after : 86400;
+    cb->cls = (struct df_action_class){.name = DF_CALLBACK_CLASS, .run = callback_run, .data = cb};
+    return cb;
+}
+
+void df_callback_free(df_callback *cb)
+{
+    if (cb == NULL)
+        return;
+    free(cb->url);
+    free(cb->cert_file);
+    free(cb->key_file);
+    free(cb->ca_file);
+    free(cb);
+    curl_global_cleanup();
+}
+
+const struct df_action_class *df_callback_class(df_callback *cb)
+{
+    return &cb->cls;
+}

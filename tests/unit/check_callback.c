@@ -1,0 +1,215 @@
+/*
+ * Callbacks to a fake Foreman that is a real HTTPS server requiring a client
+ * certificate: the exact payload, retries while Foreman answers 500, the
+ * history of failed attempts, and giving up (reference/protocol.md §7).
+ */
+#include <check.h>
+#include <curl/curl.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "callback/callback.h"
+#include "proxy/auth.h"
+#include "proxy/http.h"
+#include "testutil.h"
+
+static char certs[512], bodies[8][512], client_cns[8][64];
+static atomic_int received, failures_left;
+static struct sp_server *foreman;
+static struct sp_settings foreman_settings;
+static unsigned foreman_port;
+
+static int foreman_callback(void *state, const struct sp_request *req, struct sp_response *res)
+{
+    int n = atomic_fetch_add(&received, 1);
+
+    (void)state;
+    if (n < 8) {
+        snprintf(bodies[n], sizeof(bodies[n]), "%.*s", (int)req->body_len, req->body);
+        snprintf(client_cns[n], sizeof(client_cns[n]), "%s", req->peer_cert_cn);
+    }
+    if (atomic_fetch_sub(&failures_left, 1) > 0) {
+        sp_response_error(res, 500, "Foreman is restarting");
+        return 0;
+    }
+    sp_response_json(res, 200, json_pack("{s:s}", "message", "processing"));
+    return 0;
+}
+
+static const struct sp_route foreman_routes[] = {
+    {"POST", "/foreman_tasks/api/tasks/callback", foreman_callback, SP_AUTH_CLIENT_CERT},
+    {NULL, NULL, NULL, 0},
+};
+
+/* Shareable: the runner's output goes to Foreman through the callback action (§6.8). */
+static int hello_plan(df_action *a, json_t *args)
+{
+    json_t *callback = json_object_get(args, "callback"), *input;
+    df_action *cb;
+
+    if (df_plan_self(a, json_pack("{s:O?}", "task_id", json_object_get(callback, "task_id"))) < 0)
+        return -1;
+    input = json_pack("{s:O, s:o}", "callback", callback, "data", df_output_ref(a, NULL));
+    cb = df_plan_action(a, DF_CALLBACK_CLASS, input);
+    json_decref(input);
+    return cb != NULL ? 0 : -1;
+}
+
+static int hello_run(df_action *a, const df_event *ev)
+{
+    (void)ev;
+    json_object_set_new(df_action_output(a), "result", json_string("Hello World"));
+    return 0;
+}
+
+static void path_in(char *out, size_t len, const char *name)
+{
+    snprintf(out, len, "%s/%s", certs, name);
+}
+
+static void setup(void)
+{
+    const char *tmp = getenv("TEST_TMPDIR") ? getenv("TEST_TMPDIR") : "/tmp";
+    char cmd[1200], cert[600], key[600], ca[600], yml[600];
+    struct sp_mount mount = {"", foreman_routes, NULL, 2};
+    struct sp_error err;
+    FILE *f;
+
+    snprintf(certs, sizeof(certs), "%s/callback-%d", tmp, getpid());
+    snprintf(cmd, sizeof(cmd), "sh '%s/make-certs.sh' '%s'", getenv("TLS_SCRIPTS"), certs);
+    ck_assert_int_eq(system(cmd), 0);
+    path_in(yml, sizeof(yml), "foreman.yml");
+    f = fopen(yml, "w");
+    fputs("---\n", f);
+    fclose(f);
+    ck_assert_int_eq(sp_settings_load(yml, &foreman_settings, &err), 0);
+    path_in(cert, sizeof(cert), "server.pem");
+    path_in(key, sizeof(key), "server.key");
+    path_in(ca, sizeof(ca), "ca.pem");
+    foreman = sp_server_new(
+        1 << 20, &(struct sp_server_hooks){.ud = &foreman_settings, .authorize = sp_authorize});
+    sp_server_mount(foreman, &mount, 1);
+    ck_assert_msg(
+        sp_server_listen(foreman, "127.0.0.1", 0,
+                         &(struct sp_tls){.cert_file = cert, .key_file = key, .ca_file = ca},
+                         &foreman_port, &err) == 0,
+        "%s", err.text);
+    atomic_store(&received, 0);
+}
+
+static void teardown(void)
+{
+    char cmd[600];
+
+    sp_server_free(foreman);
+    sp_settings_free(&foreman_settings);
+    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", certs);
+    ck_assert_int_eq(system(cmd), 0);
+}
+
+/* A world whose callbacks go to the fake Foreman with the client certificate `who`. */
+static df_world *world_for(const char *who, double give_up, df_callback **cb)
+{
+    static const struct df_action_class hello = {
+        .name = "Test::Hello", .plan = hello_plan, .run = hello_run};
+    char url[128], cert[600], key[600], ca[600];
+    df_error err;
+    df_world *w;
+
+    snprintf(url, sizeof(url), "https://localhost:%u/some/sub/path", foreman_port);
+    snprintf(cert, sizeof(cert), "%s/%s.pem", certs, who);
+    snprintf(key, sizeof(key), "%s/%s.key", certs, who);
+    path_in(ca, sizeof(ca), "ca.pem");
+    *cb = df_callback_new(&(struct df_callback_config){.foreman_url = url,
+                                                       .cert_file = cert,
+                                                       .key_file = key,
+                                                       .ca_file = ca,
+                                                       .first_retry = 0.05,
+                                                       .max_retry = 0.2,
+                                                       .give_up_after = give_up},
+                          &err);
+    ck_assert_msg(*cb != NULL, "%s", err.text);
+    w = df_world_new(NULL, &err);
+    ck_assert_int_eq(df_world_register(w, df_callback_class(*cb), &err), 0);
+    ck_assert_int_eq(df_world_register(w, &hello, &err), 0);
+    ck_assert_int_eq(df_world_start(w, &err), 0);
+    return w;
+}
+
+static bool history_has(df_world *w, const char *id, const char *prefix)
+{
+    json_t *j = df_plan_json(w, id, 0), *e;
+    size_t i;
+    bool hit = false;
+
+    json_array_foreach(json_object_get(j, "execution_history"), i, e) hit =
+        hit || strncmp(tu_str(e, "name"), prefix, strlen(prefix)) == 0;
+    json_decref(j);
+    return hit;
+}
+
+START_TEST(delivered_after_retries)
+{
+    df_callback *cb;
+    df_world *w = world_for("client", 0, &cb);
+    const char *id;
+
+    atomic_store(&failures_left, 2);
+    id = tu_trigger(w, "Test::Hello",
+                    json_pack("{s:{s:s, s:i}}", "callback", "task_id", "123", "step_id", 123));
+    tu_expect(w, id, DF_PLAN_STOPPED, DF_RESULT_SUCCESS);
+    ck_assert_int_eq(atomic_load(&received), 3);
+    /* the exact upstream payload, key order included */
+    ck_assert_str_eq(bodies[2],
+                     "{\"callback\":{\"task_id\":\"123\",\"step_id\":123},\"data\":{\"result\":"
+                     "\"Hello World\"}}");
+    ck_assert_str_eq(client_cns[0], "foreman.example.com");
+    ck_assert(
+        history_has(w, id, "callback attempt 1 failed: 500 {\"error\":\"Foreman is restarting\"}"));
+    ck_assert(history_has(w, id, "callback attempt 2 failed: 500"));
+    df_world_free(w);
+    df_callback_free(cb);
+}
+END_TEST
+
+START_TEST(gives_up_and_refuses_strangers)
+{
+    df_callback *cb;
+    df_world *w = world_for("rogue", 0.3, &cb); /* a certificate Foreman's CA did not sign */
+    const char *id;
+    json_t *s;
+
+    atomic_store(&failures_left, 0);
+    id = tu_trigger(w, "Test::Hello",
+                    json_pack("{s:{s:s, s:i}}", "callback", "task_id", "9", "step_id", 3));
+    tu_expect(w, id, DF_PLAN_PAUSED, DF_RESULT_ERROR);
+    s = tu_step(w, id, 4);
+    ck_assert_str_eq(tu_str(json_object_get(s, "error"), "message"),
+                     "Failed performing callback to Foreman server: 403 {\"error\":\"No client "
+                     "SSL certificate supplied\"}");
+    json_decref(s);
+    ck_assert_int_eq(atomic_load(&received), 0); /* refused before Foreman's handler */
+    ck_assert(history_has(w, id, "callback attempt 2 failed: 403"));
+    df_world_free(w);
+    df_callback_free(cb);
+}
+END_TEST
+
+int main(void)
+{
+    Suite *s = suite_create("callback");
+    TCase *tc = tcase_create("callback");
+
+    curl_global_init(CURL_GLOBAL_ALL);
+    tcase_set_timeout(tc, 60);
+    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_add_test(tc, delivered_after_retries);
+    tcase_add_test(tc, gives_up_and_refuses_strangers);
+    suite_add_tcase(s, tc);
+    int rc = tu_run_suite(s);
+    curl_global_cleanup();
+    return rc;
+}
