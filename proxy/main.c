@@ -14,31 +14,11 @@
 
 #include "proxy/auth.h"
 #include "proxy/http.h"
+#include "proxy/log.h"
 #include "proxy/root.h"
 #include "proxy/settings.h"
 
 #define MAX_BODY (16u << 20)
-
-static const char *const level_names[] = {[SP_LOG_ERROR] = "ERROR",
-                                          [SP_LOG_WARNING] = "WARN",
-                                          [SP_LOG_INFO] = "INFO",
-                                          [SP_LOG_DEBUG] = "DEBUG"};
-
-static void vlog(int level, const char *request_id, const char *fmt, va_list ap)
-{
-    char when[32], msg[2048];
-    time_t now = time(NULL);
-    struct tm tm;
-
-    gmtime_r(&now, &tm);
-    strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%SZ", &tm);
-    vsnprintf(msg, sizeof(msg), fmt, ap);
-    fprintf(stderr, "%s %s [%.8s] %s\n", when,
-            level >= SP_LOG_ERROR && level <= SP_LOG_DEBUG && level_names[level]
-                ? level_names[level]
-                : "INFO",
-            request_id ? request_id : "-", msg);
-}
 
 static void log_msg(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
@@ -47,7 +27,7 @@ static void log_msg(int level, const char *fmt, ...)
     va_list ap;
 
     va_start(ap, fmt);
-    vlog(level, NULL, fmt, ap);
+    sp_vlog(level, NULL, fmt, ap);
     va_end(ap);
 }
 
@@ -59,22 +39,26 @@ static void module_log(void *ctx, int level, const char *fmt, ...)
 
     snprintf(prefixed, sizeof(prefixed), "module '%s', %s", (const char *)ctx, fmt);
     va_start(ap, fmt);
-    vlog(level, NULL, prefixed, ap);
+    sp_vlog(level, NULL, prefixed, ap);
     va_end(ap);
 }
 
 static void access_log(void *ud, const struct sp_request *req, unsigned status, double ms)
 {
     (void)ud;
-    fprintf(stderr, "%s %s %u %.2fms [%.8s] %s\n", req->method, req->path, status, ms,
-            req->request_id, req->remote_addr);
+    sp_log(status >= 500 ? SP_LOG_ERROR : SP_LOG_INFO, req->request_id,
+           "%s %s from %s: %u in %.2f ms", req->method, req->path, req->remote_addr, status, ms);
 }
 
 /* ---- modules ----------------------------------------------------------------------------------
  */
 
+#define MAX_RELOADS 64
+
 struct proxy {
-    struct sp_settings settings;
+    struct sp_settings *_Atomic settings;     /* the current settings */
+    struct sp_settings *retired[MAX_RELOADS]; /* earlier ones: requests may still read them */
+    size_t n_retired;
     struct sp_root root;
     struct sp_host_api *hosts;
     struct sp_server *server;
@@ -89,14 +73,14 @@ static bool https_configured(const struct sp_settings *s)
 /* HTTP when :http_port: is set; HTTPS when the certificate, its key and the CA are (§1.3). */
 static unsigned available_listeners(const struct proxy *px)
 {
-    return (sp_setting(&px->settings, "http_port") != NULL ? SP_HTTP : 0) |
-           (https_configured(&px->settings) ? SP_HTTPS : 0);
+    return (sp_setting(px->settings, "http_port") != NULL ? SP_HTTP : 0) |
+           (https_configured(px->settings) ? SP_HTTPS : 0);
 }
 
 static int start_module(struct proxy *px, const char *name, json_t *settings,
                         struct sp_running_module *rm, struct sp_host_api *host)
 {
-    const char *dir = sp_setting_str(&px->settings, "module_directory");
+    const char *dir = sp_setting_str(px->settings, "module_directory");
     char path[4096], why[512] = "";
     struct sp_error err;
     int rc;
@@ -112,9 +96,9 @@ static int start_module(struct proxy *px, const char *name, json_t *settings,
                                  .struct_size = sizeof(*host),
                                  .ctx = (void *)rm->lm.m->name,
                                  .log = module_log,
-                                 .global_settings = px->settings.global};
+                                 .global_settings = px->settings->global};
     rc = rm->lm.m->init(host, settings, &rm->state, why, sizeof(why));
-    rm->listeners = sp_module_enabled(&px->settings, name) & available_listeners(px);
+    rm->listeners = sp_module_enabled(px->settings, name) & available_listeners(px);
     rm->state_name = rc == 0 ? "running" : "failed";
     if (rc < 0)
         log_msg(SP_LOG_ERROR, "Couldn't enable '%s': %s", name, why);
@@ -125,22 +109,22 @@ static int start_module(struct proxy *px, const char *name, json_t *settings,
 
 static int start_modules(struct proxy *px)
 {
-    size_t n = json_object_size(px->settings.modules), i = 0;
+    size_t n = json_object_size(px->settings->modules), i = 0;
     json_t *settings;
     const char *name;
 
     px->root.modules = calloc(n + 1, sizeof(*px->root.modules));
     px->hosts = calloc(n + 1, sizeof(*px->hosts));
-    json_object_foreach(px->settings.modules, name, settings)
+    json_object_foreach(px->settings->modules, name, settings)
     {
-        if (sp_module_enabled(&px->settings, name) == SP_DISABLED)
+        if (sp_module_enabled(px->settings, name) == SP_DISABLED)
             continue;
         if (start_module(px, name, settings, &px->root.modules[i], &px->hosts[i]) < 0)
             return -1; /* at start, every module error is fatal */
         i++;
     }
     px->root.n_modules = i;
-    px->root.settings = &px->settings;
+    px->root.settings = px->settings;
     return 0;
 }
 
@@ -153,7 +137,7 @@ static void mount_all(struct proxy *px)
     for (size_t i = 0; i < px->root.n_modules; i++) {
         struct sp_running_module *m = &px->root.modules[i];
         const char *mount = json_string_value(
-            json_object_get(sp_module_settings(&px->settings, m->lm.m->name), "mount"));
+            json_object_get(sp_module_settings(px->settings, m->lm.m->name), "mount"));
         if (mount == NULL)
             snprintf(m->mount, sizeof(m->mount), "/%s", m->lm.m->name);
         else
@@ -185,7 +169,7 @@ static int listen_on(struct proxy *px, unsigned port, const struct sp_tls *tls)
     json_t *host;
     size_t i;
 
-    json_array_foreach(sp_setting(&px->settings, "bind_host"), i, host)
+    json_array_foreach(sp_setting(px->settings, "bind_host"), i, host)
     {
         unsigned bound;
         if (sp_server_listen(px->server, json_string_value(host), port, tls, &bound, &err) < 0) {
@@ -200,7 +184,7 @@ static int listen_on(struct proxy *px, unsigned port, const struct sp_tls *tls)
 
 static int listen_all(struct proxy *px)
 {
-    const struct sp_settings *s = &px->settings;
+    const struct sp_settings *s = px->settings;
     char priorities[256];
     struct sp_tls tls = {.cert_file = sp_setting_str(s, "ssl_certificate"),
                          .key_file = sp_setting_str(s, "ssl_private_key"),
@@ -223,7 +207,8 @@ static int listen_all(struct proxy *px)
 
 static void stop(struct proxy *px)
 {
-    sp_server_free(px->server);
+    if (px->server != NULL)
+        sp_server_free(px->server);
     for (size_t i = 0; i < px->root.n_modules; i++) {
         struct sp_running_module *m = &px->root.modules[i];
         if (m->state_name != NULL && strcmp(m->state_name, "running") == 0)
@@ -232,7 +217,48 @@ static void stop(struct proxy *px)
     }
     free(px->root.modules);
     free(px->hosts);
-    sp_settings_free(&px->settings);
+    for (size_t i = 0; i < px->n_retired; i++) {
+        sp_settings_free(px->retired[i]);
+        free(px->retired[i]);
+    }
+    sp_settings_free(px->settings);
+    free(px->settings);
+    sp_log_close();
+}
+
+/* SIGHUP: the settings again; trusted hosts, logging and the modules' own settings change at
+ * once, listeners and the set of modules at the next start. */
+static void reload(struct proxy *px, const char *config)
+{
+    struct sp_settings *fresh = calloc(1, sizeof(*fresh));
+    struct sp_error err;
+
+    if (px->n_retired == MAX_RELOADS || sp_settings_load(config, fresh, &err) < 0 ||
+        sp_log_open(fresh, &err) < 0) {
+        log_msg(SP_LOG_ERROR, "reload: %s; the running settings stay",
+                px->n_retired == MAX_RELOADS ? "too many reloads, restart" : err.text);
+        free(fresh);
+        return;
+    }
+    for (size_t i = 0; i < px->root.n_modules; i++) {
+        struct sp_running_module *m = &px->root.modules[i];
+        char why[512] = "";
+        if (strcmp(m->state_name, "running") == 0 && m->lm.m->reload != NULL &&
+            m->lm.m->reload(m->state, sp_module_settings(fresh, m->lm.m->name), why, sizeof(why)) <
+                0)
+            log_msg(SP_LOG_ERROR, "reload of module '%s' failed: %s", m->lm.m->name, why);
+    }
+    px->retired[px->n_retired++] = px->settings;
+    px->settings = fresh; /* atomic: requests in flight finish with the settings they read */
+    log_msg(SP_LOG_INFO, "settings reloaded from %s", config);
+}
+
+static unsigned authorize(void *ud, const struct sp_request *req, unsigned auth, char *why,
+                          size_t len)
+{
+    struct proxy *px = ud;
+
+    return sp_authorize(px->settings, req, auth, why, len);
 }
 
 static void usage(FILE *out)
@@ -254,6 +280,7 @@ int main(int argc, char **argv)
     const char *config = default_config;
     bool check_only = false;
     struct proxy px = {0};
+    struct sp_settings *settings = calloc(1, sizeof(*settings));
     struct sp_error err;
     sigset_t signals;
     int c, sig;
@@ -269,13 +296,15 @@ int main(int argc, char **argv)
             return c == 'h' ? 0 : 2;
         }
     }
-    if (sp_settings_load(config, &px.settings, &err) < 0) {
-        log_msg(SP_LOG_ERROR, "%s", err.text);
+    if (sp_settings_load(config, settings, &err) < 0 || sp_log_open(settings, &err) < 0) {
+        fprintf(stderr, "smart-proxyd: %s\n", err.text);
+        free(settings);
         return 1;
     }
+    px.settings = settings;
     if (check_only) {
         printf("%s: settings OK\n", config);
-        sp_settings_free(&px.settings);
+        stop(&px);
         return 0;
     }
     /* signals go to the main thread only: block them before any thread starts */
@@ -283,12 +312,13 @@ int main(int argc, char **argv)
     sigaddset(&signals, SIGTERM);
     sigaddset(&signals, SIGINT);
     sigaddset(&signals, SIGHUP);
+    sigaddset(&signals, SIGUSR1);
     pthread_sigmask(SIG_BLOCK, &signals, NULL);
     signal(SIGPIPE, SIG_IGN);
 
-    px.server = sp_server_new(MAX_BODY, &(struct sp_server_hooks){.ud = &px.settings,
-                                                                  .authorize = sp_authorize,
-                                                                  .access = access_log});
+    px.server = sp_server_new(
+        MAX_BODY,
+        &(struct sp_server_hooks){.ud = &px, .authorize = authorize, .access = access_log});
     if (start_modules(&px) < 0) {
         stop(&px);
         return 1;
@@ -298,8 +328,12 @@ int main(int argc, char **argv)
         stop(&px);
         return 1;
     }
-    while (sigwait(&signals, &sig) == 0 && sig == SIGHUP)
-        log_msg(SP_LOG_WARNING, "SIGHUP: reloading the settings is not built yet");
+    while (sigwait(&signals, &sig) == 0 && (sig == SIGHUP || sig == SIGUSR1)) {
+        if (sig == SIGUSR1)
+            sp_log_reopen();
+        else
+            reload(&px, config);
+    }
     log_msg(SP_LOG_INFO, "stopping on signal %d", sig);
     stop(&px);
     return 0;

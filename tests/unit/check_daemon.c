@@ -2,6 +2,7 @@
 #include <check.h>
 #include <netinet/in.h>
 #include <signal.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/socket.h>
@@ -179,6 +180,71 @@ START_TEST(missing_module_is_fatal)
 }
 END_TEST
 
+/* Polls a file until it contains needle (for up to 10 s). */
+static bool file_has(const char *path, const char *needle)
+{
+    char buf[8192];
+
+    for (int i = 0; i < 1000; i++) {
+        FILE *f = fopen(path, "r");
+        size_t n = f ? fread(buf, 1, sizeof(buf) - 1, f) : 0;
+        if (f != NULL)
+            fclose(f);
+        buf[n] = '\0';
+        if (strstr(buf, needle) != NULL)
+            return true;
+        usleep(10000);
+    }
+    return false;
+}
+
+/* SIGHUP applies new trusted hosts at once; SIGUSR1 reopens a rotated log file. */
+START_TEST(reload_and_log_rotation)
+{
+    char settings[1024], log[600], rotated[600];
+    int fd;
+    pid_t pid;
+    struct reply r;
+    FILE *f;
+
+    port = free_port();
+    snprintf(log, sizeof(log), "%s/proxy.log", dir);
+    snprintf(rotated, sizeof(rotated), "%s/proxy.log.1", dir);
+    snprintf(settings, sizeof(settings),
+             ":http_port: %u\n:bind_host: 127.0.0.1\n:module_directory: %s\n:log_file: %s\n", port,
+             getenv("DYNFLOW_MODULE_DIR"), log);
+    write_file("settings.yml", settings);
+    write_file("settings.d/dynflow.yml", ":enabled: true\n");
+    pid = start(NULL, &fd);
+    ck_assert_msg(file_has(log, "listening on"), "smart-proxyd did not start");
+    r = call("GET", "/dynflow/tasks/count", NULL, NULL);
+    ck_assert_int_eq(r.status, 200);
+
+    strncat(settings, ":trusted_hosts: [foreman.example.com]\n",
+            sizeof(settings) - strlen(settings) - 1);
+    write_file("settings.yml", settings);
+    kill(pid, SIGHUP);
+    for (int i = 0; i < 500 && (r = call("GET", "/dynflow/tasks/count", NULL, NULL)).status != 403;
+         i++)
+        usleep(10000);
+    ck_assert_int_eq(r.status, 403);
+    ck_assert_int_eq(call("GET", "/features", NULL, NULL).status, 200); /* open routes stay open */
+
+    ck_assert_int_eq(rename(log, rotated), 0);
+    kill(pid, SIGUSR1);
+    for (int i = 0; i < 500 && access(log, F_OK) != 0; i++) {
+        call("GET", "/features", NULL, NULL);
+        usleep(10000);
+    }
+    f = fopen(log, "r");
+    ck_assert_ptr_nonnull(f);
+    fclose(f);
+    kill(pid, SIGTERM);
+    ck_assert_int_eq(finish(pid), 0);
+    close(fd);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("daemon");
@@ -193,6 +259,7 @@ int main(void)
     tcase_add_test(tc, check_config);
     tcase_add_test(tc, serves_and_stops);
     tcase_add_test(tc, missing_module_is_fatal);
+    tcase_add_test(tc, reload_and_log_rotation);
     suite_add_tcase(s, tc);
     sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);
