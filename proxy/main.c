@@ -279,7 +279,7 @@ int main(int argc, char **argv)
     char default_config[4096];
     const char *config = default_config;
     bool check_only = false;
-    struct proxy px = {0};
+    struct proxy px = {.n_retired = 0};
     struct sp_settings *settings = calloc(1, sizeof(*settings));
     struct sp_error err;
     sigset_t signals;
