@@ -16,6 +16,7 @@
 #include "proxy/http.h"
 #include "proxy/module_loader.h"
 #include "proxy/root.h"
+#include "suite.h"
 
 enum expect { OPEN, GUARDED };
 
@@ -82,14 +83,12 @@ static long request(const char *method, const char *path, const char *who, bool 
 
 static void setup(void)
 {
-    const char *tmp = getenv("TEST_TMPDIR") ? getenv("TEST_TMPDIR") : "/tmp";
-    char cmd[1200], cert[600], key[600], ca[600], yml[600], path[600], why[256];
+    char cert[600], key[600], ca[600], yml[600], path[600], why[256];
     struct sp_error err;
     FILE *f;
 
-    snprintf(certs, sizeof(certs), "%s/auth-%d", tmp, getpid());
-    snprintf(cmd, sizeof(cmd), "sh '%s/make-certs.sh' '%s'", getenv("TLS_SCRIPTS"), certs);
-    ck_assert_int_eq(system(cmd), 0);
+    scratch_new(certs, sizeof(certs), "auth");
+    scratch_certs(certs);
     snprintf(yml, sizeof(yml), "%s/settings.yml", certs);
     f = fopen(yml, "w");
     fputs(":trusted_hosts: [foreman.example.com]\n:forward_verify: true\n", f);
@@ -117,14 +116,11 @@ static void setup(void)
 
 static void teardown(void)
 {
-    char cmd[600];
-
     sp_server_free(srv);
     lm.m->shutdown(state);
     sp_module_close(&lm);
     sp_settings_free(&settings);
-    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", certs);
-    ck_assert_int_eq(system(cmd), 0);
+    scratch_remove(certs);
 }
 
 static int expectation(const char *method, const char *prefix, const char *pattern)
@@ -188,7 +184,6 @@ int main(void)
 {
     Suite *s = suite_create("auth");
     TCase *tc = tcase_create("matrix");
-    SRunner *sr;
     int failed;
 
     curl_global_init(CURL_GLOBAL_ALL);
@@ -196,10 +191,7 @@ int main(void)
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_add_test(tc, every_route);
     suite_add_tcase(s, tc);
-    sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
+    failed = run_suite(s);
     curl_global_cleanup();
-    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+    return failed;
 }

@@ -72,15 +72,13 @@ static void path_in(char *out, size_t len, const char *name)
 
 static void setup(void)
 {
-    const char *tmp = getenv("TEST_TMPDIR") ? getenv("TEST_TMPDIR") : "/tmp";
-    char cmd[1200], cert[600], key[600], ca[600], yml[600];
+    char cert[600], key[600], ca[600], yml[600];
     struct sp_mount mount = {"", foreman_routes, NULL, 2};
     struct sp_error err;
     FILE *f;
 
-    snprintf(certs, sizeof(certs), "%s/callback-%d", tmp, getpid());
-    snprintf(cmd, sizeof(cmd), "sh '%s/make-certs.sh' '%s'", getenv("TLS_SCRIPTS"), certs);
-    ck_assert_int_eq(system(cmd), 0);
+    scratch_new(certs, sizeof(certs), "callback");
+    scratch_certs(certs);
     path_in(yml, sizeof(yml), "foreman.yml");
     f = fopen(yml, "w");
     fputs("---\n", f);
@@ -102,12 +100,9 @@ static void setup(void)
 
 static void teardown(void)
 {
-    char cmd[600];
-
     sp_server_free(foreman);
     sp_settings_free(&foreman_settings);
-    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", certs);
-    ck_assert_int_eq(system(cmd), 0);
+    scratch_remove(certs);
 }
 
 /* A world whose callbacks go to the fake Foreman with the client certificate `who`. */
@@ -209,7 +204,7 @@ int main(void)
     tcase_add_test(tc, delivered_after_retries);
     tcase_add_test(tc, gives_up_and_refuses_strangers);
     suite_add_tcase(s, tc);
-    int rc = tu_run_suite(s);
+    int rc = run_suite(s);
     curl_global_cleanup();
     return rc;
 }

@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "engine/dynflow.h"
+#include "suite.h"
 
 static bool in_child;
 static int ready_fd = -1;
@@ -363,16 +364,12 @@ int main(void)
 {
     Suite *s = suite_create("crash");
     TCase *tc = tcase_create("recovery");
-    SRunner *sr;
     int failed;
 
     tcase_set_timeout(tc, 60);
     tcase_add_test(tc, kill_and_recover);
     tcase_add_test(tc, damaged_rows_are_refused);
     suite_add_tcase(s, tc);
-    sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+    failed = run_suite(s);
+    return failed;
 }

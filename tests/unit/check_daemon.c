@@ -11,20 +11,9 @@
 #include <unistd.h>
 
 #include "httputil.h"
+#include "suite.h"
 
 static char dir[512];
-
-static void write_file(const char *name, const char *text)
-{
-    char p[700];
-    FILE *f;
-
-    snprintf(p, sizeof(p), "%s/%s", dir, name);
-    f = fopen(p, "w");
-    ck_assert_ptr_nonnull(f);
-    fputs(text, f);
-    fclose(f);
-}
 
 static unsigned free_port(void)
 {
@@ -86,21 +75,16 @@ static int finish(pid_t pid)
 
 static void setup(void)
 {
-    const char *tmp = getenv("TEST_TMPDIR") ? getenv("TEST_TMPDIR") : "/tmp";
     char sub[600];
 
-    snprintf(dir, sizeof(dir), "%s/daemon-%d-XXXXXX", tmp, getpid());
-    ck_assert_ptr_nonnull(mkdtemp(dir));
+    scratch_new(dir, sizeof(dir), "daemon");
     snprintf(sub, sizeof(sub), "%s/settings.d", dir);
     mkdir(sub, 0700);
 }
 
 static void teardown(void)
 {
-    char cmd[700];
-
-    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
-    ck_assert_int_eq(system(cmd), 0);
+    scratch_remove(dir);
 }
 
 START_TEST(check_config)
@@ -109,14 +93,14 @@ START_TEST(check_config)
     pid_t pid;
     const char *out;
 
-    write_file("settings.yml", ":http_port: 8000\n");
+    scratch_write(dir, "settings.yml", ":http_port: 8000\n");
     pid = start("--check-config", &fd);
     out = read_until(fd, "settings OK");
     ck_assert_ptr_nonnull(strstr(out, "settings OK"));
     ck_assert_int_eq(finish(pid), 0);
     close(fd);
 
-    write_file("settings.yml", ":http_port: eighty\n");
+    scratch_write(dir, "settings.yml", ":http_port: eighty\n");
     pid = start("--check-config", &fd);
     out = read_until(fd, "found");
     ck_assert_ptr_nonnull(strstr(out, "settings.yml: :http_port: must be a port number"));
@@ -137,10 +121,10 @@ START_TEST(serves_and_stops)
     snprintf(settings, sizeof(settings),
              ":http_port: %u\n:bind_host: 127.0.0.1\n:module_directory: %s\n", port,
              getenv("DYNFLOW_MODULE_DIR"));
-    write_file("settings.yml", settings);
+    scratch_write(dir, "settings.yml", settings);
     snprintf(dynflow, sizeof(dynflow), ":enabled: true\n:database:\n");
-    write_file("settings.d/dynflow.yml", dynflow);
-    write_file("settings.d/disabled.yml", ":enabled: false\n");
+    scratch_write(dir, "settings.d/dynflow.yml", dynflow);
+    scratch_write(dir, "settings.d/disabled.yml", ":enabled: false\n");
     pid = start(NULL, &fd);
     out = read_until(fd, "listening on");
     ck_assert_msg(strstr(out, "listening on") != NULL, "%s", out);
@@ -170,8 +154,8 @@ START_TEST(missing_module_is_fatal)
 
     snprintf(settings, sizeof(settings), ":http_port: %u\n:module_directory: %s\n", free_port(),
              getenv("DYNFLOW_MODULE_DIR"));
-    write_file("settings.yml", settings);
-    write_file("settings.d/script.yml", ":enabled: true\n");
+    scratch_write(dir, "settings.yml", settings);
+    scratch_write(dir, "settings.d/script.yml", ":enabled: true\n");
     pid = start(NULL, &fd);
     out = read_until(fd, "cannot load");
     ck_assert_ptr_nonnull(strstr(out, "/script.so: cannot load: No such file or directory"));
@@ -213,8 +197,8 @@ START_TEST(reload_and_log_rotation)
     snprintf(settings, sizeof(settings),
              ":http_port: %u\n:bind_host: 127.0.0.1\n:module_directory: %s\n:log_file: %s\n", port,
              getenv("DYNFLOW_MODULE_DIR"), log);
-    write_file("settings.yml", settings);
-    write_file("settings.d/dynflow.yml", ":enabled: true\n");
+    scratch_write(dir, "settings.yml", settings);
+    scratch_write(dir, "settings.d/dynflow.yml", ":enabled: true\n");
     pid = start(NULL, &fd);
     ck_assert_msg(file_has(log, "listening on"), "smart-proxyd did not start");
     r = call("GET", "/dynflow/tasks/count", NULL, NULL);
@@ -222,7 +206,7 @@ START_TEST(reload_and_log_rotation)
 
     strncat(settings, ":trusted_hosts: [foreman.example.com]\n",
             sizeof(settings) - strlen(settings) - 1);
-    write_file("settings.yml", settings);
+    scratch_write(dir, "settings.yml", settings);
     kill(pid, SIGHUP);
     for (int i = 0; i < 500 && (r = call("GET", "/dynflow/tasks/count", NULL, NULL)).status != 403;
          i++)
@@ -249,7 +233,6 @@ int main(void)
 {
     Suite *s = suite_create("daemon");
     TCase *tc = tcase_create("daemon");
-    SRunner *sr;
     int failed;
 
     signal(SIGPIPE, SIG_IGN);
@@ -261,10 +244,7 @@ int main(void)
     tcase_add_test(tc, missing_module_is_fatal);
     tcase_add_test(tc, reload_and_log_rotation);
     suite_add_tcase(s, tc);
-    sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
+    failed = run_suite(s);
     curl_global_cleanup();
-    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+    return failed;
 }

@@ -10,6 +10,7 @@
 #include "httputil.h"
 #include "proxy/http.h"
 #include "proxy/module_loader.h"
+#include "suite.h"
 
 static struct sp_server *srv;
 static struct sp_loaded_module lm;
@@ -171,7 +172,6 @@ int main(void)
 {
     Suite *s = suite_create("dynflow");
     TCase *tc = tcase_create("api");
-    SRunner *sr;
     int failed;
 
     curl_global_init(CURL_GLOBAL_ALL);
@@ -182,10 +182,7 @@ int main(void)
     tcase_add_test(tc, launch_status_statuses);
     tcase_add_test(tc, update_and_done_tokens);
     suite_add_tcase(s, tc);
-    sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
+    failed = run_suite(s);
     curl_global_cleanup();
-    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+    return failed;
 }

@@ -8,6 +8,7 @@
 
 #include "httputil.h"
 #include "proxy/http.h"
+#include "suite.h"
 
 static int echo(void *state, const struct sp_request *req, struct sp_response *res)
 {
@@ -138,7 +139,6 @@ int main(void)
 {
     Suite *s = suite_create("http");
     TCase *tc = tcase_create("http");
-    SRunner *sr;
     int failed;
 
     curl_global_init(CURL_GLOBAL_ALL);
@@ -147,10 +147,7 @@ int main(void)
     tcase_add_test(tc, errors_are_json);
     tcase_add_test(tc, authorization_and_request_ids);
     suite_add_tcase(s, tc);
-    sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
+    failed = run_suite(s);
     curl_global_cleanup();
-    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+    return failed;
 }

@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "proxy/module_loader.h"
+#include "suite.h"
 
 static char fixture[600];
 
@@ -101,16 +102,12 @@ int main(void)
 {
     Suite *s = suite_create("modules");
     TCase *tc = tcase_create("loader");
-    SRunner *sr;
     int failed;
 
     tcase_add_test(tc, good_module_loads);
     tcase_add_loop_test(tc, broken_modules_are_refused, 0, sizeof(refused) / sizeof(refused[0]));
     tcase_add_test(tc, unsafe_files_are_refused);
     suite_add_tcase(s, tc);
-    sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+    failed = run_suite(s);
+    return failed;
 }

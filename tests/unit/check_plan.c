@@ -558,5 +558,5 @@ int main(void)
     tcase_add_test(tc, json_shapes);
     tcase_add_test(tc, json_while_running);
     suite_add_tcase(s, tc);
-    return tu_run_suite(s);
+    return run_suite(s);
 }

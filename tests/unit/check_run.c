@@ -811,5 +811,5 @@ int main(void)
     tcase_add_test(tc, counts_and_bad_use);
     tcase_add_test(tc, output_chunks);
     suite_add_tcase(s, tc);
-    return tu_run_suite(s);
+    return run_suite(s);
 }

@@ -9,28 +9,15 @@
 #include <unistd.h>
 
 #include "proxy/settings.h"
+#include "suite.h"
 
 static char dir[512], path[600];
 
-static void write_file(const char *name, const char *text)
-{
-    char p[700];
-    FILE *f;
-
-    snprintf(p, sizeof(p), "%s/%s", dir, name);
-    f = fopen(p, "w");
-    ck_assert_ptr_nonnull(f);
-    fputs(text, f);
-    fclose(f);
-}
-
 static void setup(void)
 {
-    const char *tmp = getenv("TEST_TMPDIR") ? getenv("TEST_TMPDIR") : "/tmp";
     char sub[600];
 
-    snprintf(dir, sizeof(dir), "%s/settings-%d-XXXXXX", tmp, getpid());
-    ck_assert_ptr_nonnull(mkdtemp(dir));
+    scratch_new(dir, sizeof(dir), "settings");
     snprintf(sub, sizeof(sub), "%s/settings.d", dir);
     mkdir(sub, 0700);
     snprintf(path, sizeof(path), "%s/settings.yml", dir);
@@ -38,16 +25,13 @@ static void setup(void)
 
 static void teardown(void)
 {
-    char cmd[700];
-
-    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
-    ck_assert_int_eq(system(cmd), 0);
+    scratch_remove(dir);
 }
 
 /* Loads settings.yml with the given text; returns the load's result. */
 static int load(const char *text, struct sp_settings *s, struct sp_error *err)
 {
-    write_file("settings.yml", text);
+    scratch_write(dir, "settings.yml", text);
     return sp_settings_load(path, s, err);
 }
 
@@ -169,12 +153,13 @@ START_TEST(modules)
     struct sp_settings s;
     struct sp_error err;
 
-    write_file("settings.d/dynflow.yml", "---\n:enabled: https\n:database:\n:console_auth: true\n"
-                                         ":execution_plan_cleaner_age: 1800\n");
-    write_file("settings.d/script.yml", ":enabled: true\n");
-    write_file("settings.d/ansible.yml", ":enabled: http\n");
-    write_file("settings.d/salt.yml", ":enabled: false\n");
-    write_file("settings.d/ignored.yml.example", ":enabled: true\n");
+    scratch_write(dir, "settings.d/dynflow.yml",
+                  "---\n:enabled: https\n:database:\n:console_auth: true\n"
+                  ":execution_plan_cleaner_age: 1800\n");
+    scratch_write(dir, "settings.d/script.yml", ":enabled: true\n");
+    scratch_write(dir, "settings.d/ansible.yml", ":enabled: http\n");
+    scratch_write(dir, "settings.d/salt.yml", ":enabled: false\n");
+    scratch_write(dir, "settings.d/ignored.yml.example", ":enabled: true\n");
     ck_assert_msg(load(":http_port: 8000\n", &s, &err) == 0, "%s", err.text);
     ck_assert_int_eq(sp_module_enabled(&s, "dynflow"), SP_HTTPS);
     ck_assert_int_eq(sp_module_enabled(&s, "script"), SP_BOTH);
@@ -188,7 +173,7 @@ START_TEST(modules)
                      1800);
     sp_settings_free(&s);
 
-    write_file("settings.d/salt.yml", ":enabled: sometimes\n");
+    scratch_write(dir, "settings.d/salt.yml", ":enabled: sometimes\n");
     ck_assert_int_eq(load(":http_port: 8000\n", &s, &err), -EINVAL);
     ck_assert_ptr_nonnull(
         strstr(err.text, "settings.d/salt.yml: :enabled: must be true, false, http or https"));
@@ -223,7 +208,6 @@ int main(void)
 {
     Suite *suite = suite_create("settings");
     TCase *tc = tcase_create("settings");
-    SRunner *sr;
     int failed;
 
     tcase_add_checked_fixture(tc, setup, teardown);
@@ -233,9 +217,6 @@ int main(void)
     tcase_add_test(tc, modules);
     tcase_add_test(tc, yaml_scalars);
     suite_add_tcase(suite, tc);
-    sr = srunner_create(suite);
-    srunner_run_all(sr, CK_NORMAL);
-    failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+    failed = run_suite(suite);
+    return failed;
 }

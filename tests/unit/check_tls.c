@@ -11,6 +11,7 @@
 
 #include "proxy/auth.h"
 #include "proxy/http.h"
+#include "suite.h"
 
 static char certs[512];
 static struct sp_server *srv;
@@ -79,15 +80,13 @@ static struct reply get(const char *path, const char *name, long max_tls)
 
 static void setup(void)
 {
-    const char *tmp = getenv("TEST_TMPDIR") ? getenv("TEST_TMPDIR") : "/tmp";
-    char cmd[1200], cert[600], key[600], ca[600], yml[600];
+    char cert[600], key[600], ca[600], yml[600];
     struct sp_mount mount = {"", routes, NULL, 2};
     struct sp_error err;
     FILE *f;
 
-    snprintf(certs, sizeof(certs), "%s/tls-%d", tmp, getpid());
-    snprintf(cmd, sizeof(cmd), "sh '%s/make-certs.sh' '%s'", getenv("TLS_SCRIPTS"), certs);
-    ck_assert_int_eq(system(cmd), 0);
+    scratch_new(certs, sizeof(certs), "tls");
+    scratch_certs(certs);
     snprintf(yml, sizeof(yml), "%s/settings.yml", certs);
     f = fopen(yml, "w");
     fputs(":trusted_hosts:\n  - Foreman.example.com\n", f);
@@ -108,12 +107,9 @@ static void setup(void)
 
 static void teardown(void)
 {
-    char cmd[600];
-
     sp_server_free(srv);
     sp_settings_free(&settings);
-    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", certs);
-    ck_assert_int_eq(system(cmd), 0);
+    scratch_remove(certs);
 }
 
 START_TEST(client_certificates)
@@ -162,7 +158,6 @@ int main(void)
 {
     Suite *s = suite_create("tls");
     TCase *tc = tcase_create("tls");
-    SRunner *sr;
     int failed;
 
     curl_global_init(CURL_GLOBAL_ALL);
@@ -172,10 +167,7 @@ int main(void)
     tcase_add_test(tc, authorization_matrix);
     tcase_add_test(tc, old_tls_is_refused);
     suite_add_tcase(s, tc);
-    sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
+    failed = run_suite(s);
     curl_global_cleanup();
-    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+    return failed;
 }

@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "engine/dynflow.h"
+#include "suite.h"
 
 static inline double tu_now(void)
 {
@@ -119,17 +120,6 @@ static inline void tu_flow_eq(json_t *flow, const char *expected)
 
     ck_assert_str_eq(got, expected);
     free(got);
-}
-
-static inline int tu_run_suite(Suite *s)
-{
-    SRunner *sr = srunner_create(s);
-    int failed;
-
-    srunner_run_all(sr, CK_NORMAL);
-    failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
 }
 
 #endif
