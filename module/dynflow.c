@@ -10,6 +10,7 @@
 
 #include "api/api.h"
 #include "callback/callback.h"
+#include "console/console.h"
 #include "smart-proxy/module.h"
 
 struct dynflow {
@@ -75,6 +76,53 @@ static int done(void *state, const struct sp_request *req, struct sp_response *r
     return respond(req, res, NULL, state, true);
 }
 
+#define CONSOLE_BASE "/dynflow/console"
+
+static int page(struct sp_response *res, struct df_console_page *p)
+{
+    res->status = p->status;
+    res->content_type = p->content_type;
+    res->body = p->body;
+    res->body_len = strlen(p->body);
+    res->free_body = free;
+    if (p->status == 303)
+        res->location = strdup(p->location);
+    return 0;
+}
+
+static int console_index(void *state, const struct sp_request *req, struct sp_response *res)
+{
+    struct dynflow *df = state;
+    const char *pg = req->query(req, "page");
+    struct df_console_page p = {0};
+
+    df_console_index(df->w, CONSOLE_BASE, req->query(req, "state"),
+                     pg ? (unsigned)strtoul(pg, NULL, 10) : 0, &p);
+    return page(res, &p);
+}
+
+static int console_plan(void *state, const struct sp_request *req, struct sp_response *res)
+{
+    struct dynflow *df = state;
+    struct df_console_page p = {0};
+
+    df_console_plan(df->w, CONSOLE_BASE, req->params[0], req->query(req, "notice"), &p);
+    return page(res, &p);
+}
+
+static int console_act(void *state, const struct sp_request *req, struct sp_response *res)
+{
+    struct dynflow *df = state;
+    struct df_console_page p = {0};
+    const char *what = strrchr(req->path, '/') + 1;
+
+    if (req->n_params > 1) /* /:id/skip/:step */
+        df_console_act(df->w, CONSOLE_BASE, req->params[0], "skip", atoi(req->params[1]), &p);
+    else
+        df_console_act(df->w, CONSOLE_BASE, req->params[0], what, 0, &p);
+    return page(res, &p);
+}
+
 static const struct sp_route routes[] = {
     {"POST", "/tasks/status", bulk_status, SP_AUTH_ANY},
     {"POST", "/tasks/launch", launch, SP_AUTH_ANY},
@@ -86,6 +134,12 @@ static const struct sp_route routes[] = {
     {"POST", "/tasks/:task_id/update", update, SP_AUTH_ANY | SP_AUTH_TOKEN},
     {"POST", "/tasks/:task_id/done", done, SP_AUTH_ANY | SP_AUTH_TOKEN},
     {"GET", "/tasks/operations", operations, SP_AUTH_ANY},
+    /* :console_auth: true: a client certificate over HTTPS (§4) */
+    {"GET", "/console", console_index, SP_AUTH_CLIENT_CERT},
+    {"GET", "/console/:id", console_plan, SP_AUTH_CLIENT_CERT},
+    {"POST", "/console/:id/resume", console_act, SP_AUTH_CLIENT_CERT},
+    {"POST", "/console/:id/cancel", console_act, SP_AUTH_CLIENT_CERT},
+    {"POST", "/console/:id/skip/:step", console_act, SP_AUTH_CLIENT_CERT},
     {NULL, NULL, NULL, 0},
 };
 

@@ -235,9 +235,12 @@ static enum MHD_Result respond(struct MHD_Connection *c, struct sp_request *req,
     MHD_add_response_header(mr, "Content-Type",
                             res->content_type ? res->content_type : "application/json");
     MHD_add_response_header(mr, "X-Request-Id", req->request_id);
+    if (res->location != NULL)
+        MHD_add_response_header(mr, "Location", res->location);
     MHD_add_response_header(mr, "Server", "smart-proxyd/" PACKAGE_VERSION);
     ok = MHD_queue_response(c, res->status ? res->status : 200, mr);
     MHD_destroy_response(mr);
+    free(res->location);
     return ok;
 }
 

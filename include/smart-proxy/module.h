@@ -53,6 +53,7 @@ struct sp_response {
     char *body;               /* the host calls free_body(body) after sending */
     size_t body_len;
     void (*free_body)(void *body);
+    char *location; /* optional Location header (redirects); the host free()s it */
 };
 
 typedef int (*sp_handler_fn)(void *state, const struct sp_request *req, struct sp_response *res);

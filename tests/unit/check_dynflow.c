@@ -116,7 +116,8 @@ START_TEST(launch_status_statuses)
     snprintf(body, sizeof(body),
              "{\"operation\":\"single\",\"input\":{\"action_class\":"
              "\"Proxy::Dynflow::Action::Batch\",\"action_input\":{\"input_hash\":{\"%s\":"
-             "{\"action_class\":\"Missing\",\"action_input\":{\"secrets\":{\"pw\":\"s3cr3t\"}}}},"
+             "{\"action_class\":\"Missing\",\"action_input\":{\"note\":\"<b>bold</b>\","
+             "\"secrets\":{\"pw\":\"s3cr3t\"}}}},"
              "\"launcher\":{\"callback\":\"http://proxy\"}}}}",
              child);
     r = call("POST", "/dynflow/tasks/launch", body, "Host: proxy.example.com:9090");
@@ -142,6 +143,22 @@ START_TEST(launch_status_statuses)
     r = call("POST", "/dynflow/tasks/status", ids, NULL);
     ck_assert_int_eq(r.status, 200);
     ck_assert_ptr_nonnull(strstr(r.body, "\"state\":\"stopped\",\"result\":\"error\""));
+    /* the console shows it, every value escaped */
+    snprintf(path, sizeof(path), "/dynflow/console/%s", id);
+    r = call("GET", path, NULL, NULL);
+    ck_assert_int_eq(r.status, 200);
+    ck_assert_ptr_nonnull(strstr(r.body, "Proxy::Dynflow::Action::Batch"));
+    ck_assert_ptr_nonnull(strstr(r.body, "&lt;b&gt;bold&lt;/b&gt;"));
+    ck_assert_ptr_null(strstr(r.body, "<b>bold</b>"));
+    ck_assert_ptr_null(strstr(r.body, "s3cr3t"));
+    r = call("GET", "/dynflow/console?state=all", NULL, NULL);
+    ck_assert_int_eq(r.status, 200);
+    ck_assert_ptr_nonnull(strstr(r.body, id));
+    r = call("GET", "/dynflow/console/00000000-0000-4000-8000-000000000009", NULL, NULL);
+    ck_assert_int_eq(r.status, 404);
+    snprintf(path, sizeof(path), "/dynflow/console/%s/resume", id);
+    r = call("POST", path, "", NULL);
+    ck_assert_int_eq(r.status, 303); /* back to the plan, which says it cannot be resumed */
     snprintf(path, sizeof(path), "/dynflow/tasks/%s/cancel", id);
     r = call("POST", path, "", NULL);
     ck_assert_int_eq(r.status, 200);
