@@ -18,6 +18,7 @@ struct dynflow {
     df_world *w;
     df_api *api;
     df_callback *callback;
+    struct sp_route routes[32]; /* the table below, with the console's auth from the settings */
 };
 
 typedef void (*api_fn)(df_api *api, const struct df_api_request *req, struct df_api_response *res);
@@ -145,8 +146,24 @@ static const struct sp_route routes[] = {
 
 static const struct sp_route *dynflow_routes(void *state)
 {
-    (void)state;
-    return routes;
+    struct dynflow *df = state;
+
+    return df->routes;
+}
+
+/* :console_auth: false opens the console; true (the default) asks for a client certificate. */
+static void set_routes(struct dynflow *df, const json_t *settings)
+{
+    bool open = json_is_false(json_object_get(settings, "console_auth"));
+    size_t i;
+
+    for (i = 0; routes[i].method != NULL && i + 1 < sizeof(df->routes) / sizeof(df->routes[0]);
+         i++) {
+        df->routes[i] = routes[i];
+        if (open && strncmp(routes[i].pattern, "/console", 8) == 0)
+            df->routes[i].auth = SP_AUTH_NONE;
+    }
+    df->routes[i] = (struct sp_route){NULL, NULL, NULL, 0};
 }
 
 static json_t *dynflow_capabilities(void *state)
@@ -219,6 +236,7 @@ static int dynflow_init(const struct sp_host_api *host, const json_t *settings, 
         dynflow_shutdown(df);
         return -EIO;
     }
+    set_routes(df, settings);
     df->api = df_api_new(df->w);
     df_api_register_operation(df->api, "single", DF_LAUNCH_SINGLE, NULL);
     *state = df;
