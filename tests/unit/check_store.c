@@ -1051,8 +1051,12 @@ START_TEST(test_concurrent_readers)
 
     for (int t = 0; t < READERS; t++)
         ck_assert_int_eq(pthread_create(&threads[t], NULL, reader, &sh), 0);
-    for (int i = 0; i < PLANS; i++)
+    for (int i = 0; i < PLANS; i++) {
+        /* halfway, the readers must have loaded something: they overlap the writes */
+        for (int spins = 0; i == PLANS / 2 && atomic_load(&sh.loads) == 0 && spins < 10000; spins++)
+            usleep(1000);
         write_plan(sh.st, i);
+    }
     atomic_store(&sh.done, true);
     for (int t = 0; t < READERS; t++)
         pthread_join(threads[t], NULL);
