@@ -267,6 +267,17 @@ static void step_done(df_plan *p, struct df_step *s)
     plan_check_finished(p);
 }
 
+/* Singleton::run: the lock is taken again unless this plan holds it (§3.5). */
+static int singleton_check(df_plan *p, struct df_action *a)
+{
+    const struct df_action_class *cls = a->cls;
+
+    if (cls == NULL || !(cls->flags & DF_ACTION_SINGLETON) ||
+        df_world_singleton_acquire(p->w, cls->name, p->id) == 0)
+        return 0;
+    return df_action_error(a, "Action %s is already active", cls->name);
+}
+
 static void execute_step(struct df_work *wk)
 {
     df_plan *p = wk->plan;
@@ -274,6 +285,7 @@ static void execute_step(struct df_work *wk)
     struct df_action *a;
     df_event ev = {wk->ev_kind, wk->ev_data};
     enum df_step_state entry;
+    bool call;
     int64_t t0;
     int rc = 0;
 
@@ -294,10 +306,13 @@ static void execute_step(struct df_work *wk)
         ev = (df_event){DF_EVENT_SKIP, NULL};
         wk->has_event = true;
     }
+    call =
+        entry != DF_STEP_SKIPPING || (a->cls != NULL && (a->cls->flags & DF_ACTION_HANDLES_SKIP));
     rc = begin_exec(p, a, s, DF_PHASE_RUN, entry == DF_STEP_SKIPPING);
     t0 = df_mono_us();
-    if (rc == 0 &&
-        (entry != DF_STEP_SKIPPING || (a->cls != NULL && (a->cls->flags & DF_ACTION_HANDLES_SKIP))))
+    if (rc == 0 && call)
+        rc = singleton_check(p, a);
+    if (rc == 0 && call)
         rc = df_mw_execute(a, DF_PHASE_RUN, NULL, wk->has_event ? &ev : NULL);
 
     pthread_mutex_lock(&p->lock);
@@ -481,7 +496,9 @@ static void plan_check_finished(df_plan *p)
         return;
     for (size_t i = 0; i < p->n_steps; i++) {
         struct df_step *s = p->steps[i];
-        errors = errors || s->state == DF_STEP_ERROR;
+        /* a finalize step that failed before a resume is reset when the phase runs again */
+        bool stale = s->kind == DF_STEP_FINALIZE_KIND && p->finalize_pending;
+        errors = errors || (s->state == DF_STEP_ERROR && !stale);
         pending = pending || (s->kind == DF_STEP_RUN_KIND && s->state != DF_STEP_SUCCESS &&
                               s->state != DF_STEP_SKIPPED);
     }
@@ -797,9 +814,13 @@ void df_action_drop_chunks(df_action *a)
 
 void df_action_history(df_action *a, const char *name)
 {
-    pthread_mutex_lock(&a->plan->lock);
+    bool locked = df_planning == a->plan; /* the plan phase runs under the plan lock */
+
+    if (!locked)
+        pthread_mutex_lock(&a->plan->lock);
     df_plan_history(a->plan, name);
-    pthread_mutex_unlock(&a->plan->lock);
+    if (!locked)
+        pthread_mutex_unlock(&a->plan->lock);
 }
 
 void df_action_set_progress(df_action *a, double done)

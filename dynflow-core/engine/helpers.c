@@ -244,15 +244,13 @@ static int each_child(df_action *a, struct child_counts *c)
     return 0;
 }
 
-void df_sub_plans_count_child(df_action *a, bool planned)
+void df_sub_plans_count_child(df_action *a)
 {
     json_t *out = df_action_output(a);
 
     if (!json_is_integer(json_object_get(out, "total_count")))
         return;
     set_count(out, "total_count", counter(out, "total_count") + 1);
-    if (!planned)
-        set_count(out, "failed_count", counter(out, "failed_count") + 1);
 }
 
 int df_sub_plans_run(df_action *a, const df_event *ev, int (*create)(df_action *a))

@@ -342,10 +342,13 @@ struct df_action *df_action_new(df_plan *p, const struct df_action_class *cls,
 struct df_step *df_step_new(df_plan *p, enum df_step_kind kind, int action_id);
 void df_action_free(struct df_action *a);
 void df_step_free(struct df_step *s);
-/* Counts a child in the sub-plans helper's output, when the helper is in use. */
-void df_sub_plans_count_child(df_action *a, bool planned);
+/* Counts a child in the sub-plans helper's total, when the helper is in use.  How it
+ * ended arrives as DF_EVENT_SUB_PLAN_FINISHED, also when its planning failed. */
+void df_sub_plans_count_child(df_action *a);
 /* The plan whose lock this thread holds while calling a class's present(). */
 extern __thread df_plan *df_presenting;
+/* The plan this thread is planning (with its lock held). */
+extern __thread df_plan *df_planning;
 /* Middleware chain around a phase. */
 int df_mw_execute(df_action *a, enum df_phase phase, json_t *args, const df_event *ev);
 

@@ -12,6 +12,8 @@
 
 #define OUTPUT_REFERENCE_CLASS "Dynflow::ExecutionPlan::OutputReference"
 
+__thread df_plan *df_planning;
+
 df_plan *df_plan_alloc(df_world *w, const char *id)
 {
     df_plan *p = df_calloc(1, sizeof(*p));
@@ -755,6 +757,7 @@ bool df_plan_plan(df_plan *p, const struct df_action_class *cls, json_t *args,
 {
     struct df_action *root;
     struct df_flow *flow;
+    df_plan *outer;
     bool ok;
 
     p->planning = df_calloc(1, sizeof(*p->planning));
@@ -771,7 +774,10 @@ bool df_plan_plan(df_plan *p, const struct df_action_class *cls, json_t *args,
         }
     }
     root = p->actions[0];
+    outer = df_planning;
+    df_planning = p;
     ok = execute_plan(p, root, args, NULL) == 0;
+    df_planning = outer;
     if (!ok)
         df_errorf(err, 0, "%s", json_string_value(json_object_get(p->planning->error, "message")));
     flow = df_flow_finish_root(p->planning->frames[0].flow);

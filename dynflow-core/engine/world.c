@@ -369,7 +369,7 @@ int df_action_trigger_child(df_action *a, const char *class_name, json_t *args, 
     if (rc < 0)
         df_action_error(a, "%s", err.text);
     else
-        df_sub_plans_count_child(a, ok);
+        df_sub_plans_count_child(a);
     return rc;
 }
 
