@@ -818,6 +818,32 @@ START_TEST(test_each_child)
 }
 END_TEST
 
+/* No order is promised: check each expected entry and the total length. */
+START_TEST(test_each_status)
+{
+    store *st = open_kind(_i);
+    struct store_plan_row r = plan_row("p2", "stopped", 1, 2);
+    struct log l = {.len = 0};
+    df_error err = {""};
+
+    put_plan_in(st, "p1", "running", 1, 0);
+    r.result = "success";
+    put_plan(st, &r);
+    put_plan_in(st, "p3", "paused", 1, 0);
+
+    ck_assert_int_eq(store_each_status(st, "[\"p2\", \"nope\", \"p1\"]", log_child, &l, NULL), 0);
+    ck_assert_ptr_nonnull(strstr(l.text, "p1:running/pending "));
+    ck_assert_ptr_nonnull(strstr(l.text, "p2:stopped/success "));
+    ck_assert_uint_eq(strlen(l.text), strlen("p1:running/pending p2:stopped/success "));
+    log_reset(&l);
+    ck_assert_int_eq(store_each_status(st, "[]", log_child, &l, NULL), 0);
+    ck_assert_str_eq(l.text, "");
+    ck_assert_int_eq(store_each_status(st, "[\"p1\"", log_child, &l, &err), -EIO);
+    ck_assert_str_eq(err.text, "store: reading the statuses of plans failed: malformed JSON");
+    store_close(st);
+}
+END_TEST
+
 START_TEST(test_plans_in_states)
 {
     store *st = open_kind(_i);
@@ -1100,6 +1126,7 @@ static Suite *store_suite(void)
     tcase_add_loop_test(rows, test_counts_and_status, IN_MEMORY, IN_FILE + 1);
     tcase_add_loop_test(rows, test_list_plans, IN_MEMORY, IN_FILE + 1);
     tcase_add_loop_test(rows, test_each_child, IN_MEMORY, IN_FILE + 1);
+    tcase_add_loop_test(rows, test_each_status, IN_MEMORY, IN_FILE + 1);
     tcase_add_loop_test(rows, test_plans_in_states, IN_MEMORY, IN_FILE + 1);
     tcase_add_loop_test(rows, test_delete_old_plans, IN_MEMORY, IN_FILE + 1);
     tcase_add_loop_test(rows, test_rollback, IN_MEMORY, IN_FILE + 1);
