@@ -19,7 +19,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "engine/dynflow.h"
+#include "dynflow/dynflow.h"
 
 static double *started, *ended;
 static atomic_int finished, failed;

@@ -4,6 +4,7 @@
  * API of libdynflow-core (reference/protocol.md §2.1).
  */
 #include <errno.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -11,6 +12,8 @@
 #include "api/api.h"
 #include "callback/callback.h"
 #include "console/console.h"
+#include "plugins.h"
+#include "runner/dispatcher.h"
 #include "smart-proxy/module.h"
 
 struct dynflow {
@@ -18,6 +21,7 @@ struct dynflow {
     df_world *w;
     df_api *api;
     df_callback *callback;
+    df_plugins *plugins;
     struct sp_route routes[32]; /* the table below, with the console's auth from the settings */
 };
 
@@ -180,6 +184,7 @@ static void dynflow_shutdown(void *state)
     if (df == NULL)
         return;
     df_world_free(df->w);
+    df_plugins_free(df->plugins); /* after the world: plans may run plugin code until then */
     df_api_free(df->api);
     df_callback_free(df->callback);
     free(df);
@@ -209,17 +214,88 @@ static int setup_callbacks(struct dynflow *df, const json_t *global, df_error *e
                                 : -EINVAL;
 }
 
-/* settings.d/dynflow.yml: :database:, :pool_size:, :execution_plan_cleaner_age: (1800). */
+/* The keys of settings.d/dynflow.yml this module reads, and their types. */
+static const struct {
+    const char *key;
+    json_type type; /* JSON_INTEGER also accepts a real number of seconds */
+} setting_types[] = {
+    {"database", JSON_STRING},
+    {"console_auth", JSON_TRUE},
+    {"execution_plan_cleaner_age", JSON_INTEGER},
+    {"pool_size", JSON_INTEGER},
+    {"plugin_directory", JSON_STRING},
+    {"max_concurrent_runners", JSON_INTEGER},
+    {"runner_refresh_interval", JSON_INTEGER},
+};
+
+static const char *type_name(json_type t)
+{
+    return t == JSON_STRING ? "a string" : t == JSON_TRUE ? "true or false" : "a number";
+}
+
+static bool type_ok(const json_t *v, json_type t)
+{
+    return json_is_null(v) || (t == JSON_STRING && json_is_string(v)) ||
+           (t == JSON_TRUE && json_is_boolean(v)) ||
+           (t == JSON_INTEGER && json_is_number(v) && json_number_value(v) >= 0);
+}
+
+static int check_settings(const json_t *settings, df_error *err)
+{
+    for (size_t i = 0; i < sizeof(setting_types) / sizeof(setting_types[0]); i++) {
+        const json_t *v = json_object_get(settings, setting_types[i].key);
+        if (v != NULL && !type_ok(v, setting_types[i].type))
+            return snprintf(err->text, sizeof(err->text), "settings.d/dynflow.yml: :%s: must be %s",
+                            setting_types[i].key, type_name(setting_types[i].type)),
+                   -EINVAL;
+    }
+    return 0;
+}
+
+static double number(const json_t *settings, const char *key, double fallback)
+{
+    const json_t *v = json_object_get(settings, key);
+
+    return json_is_number(v) ? json_number_value(v) : fallback;
+}
+
+/* The host's log for the runner dispatcher. */
+static void runner_log(void *ctx, int level, const char *fmt, va_list ap)
+{
+    const struct sp_host_api *host = ctx;
+    char msg[1024];
+
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    host->log(host->ctx, level, "%s", msg);
+}
+
+static int setup_runners(struct dynflow *df, const json_t *settings, df_error *err)
+{
+    struct df_runner_config cfg = {
+        .refresh_interval = number(settings, "runner_refresh_interval", 1),
+        .max_concurrent = (unsigned)number(settings, "max_concurrent_runners", 1000),
+        .log = df->host != NULL ? runner_log : NULL,
+        .log_ctx = (void *)df->host,
+    };
+    const char *dir = json_string_value(json_object_get(settings, "plugin_directory"));
+
+    if (df_runner_configure(df->w, &cfg, err) < 0)
+        return -1;
+    if (df->host != NULL && df->host->abi_minor >= 1)
+        df->plugins = df_plugins_load(df->host, df->w, dir != NULL ? dir : PLUGINDIR);
+    return 0;
+}
+
+/* settings.d/dynflow.yml: :database:, :pool_size:, :execution_plan_cleaner_age: (1800),
+ * :plugin_directory:, :max_concurrent_runners:, :runner_refresh_interval:. */
 static int dynflow_init(const struct sp_host_api *host, const json_t *settings, void **state,
                         char *errbuf, size_t errlen)
 {
     struct dynflow *df = calloc(1, sizeof(*df));
-    json_t *age = json_object_get(settings, "execution_plan_cleaner_age");
-    json_t *pool = json_object_get(settings, "pool_size");
     struct df_world_config cfg = {
         .database = json_string_value(json_object_get(settings, "database")),
-        .pool_size = json_is_integer(pool) ? (unsigned)json_integer_value(pool) : 0,
-        .cleaner_age = json_is_number(age) ? json_number_value(age) : 1800,
+        .pool_size = (unsigned)number(settings, "pool_size", 0),
+        .cleaner_age = number(settings, "execution_plan_cleaner_age", 1800),
     };
     df_error err = {{0}};
 
@@ -228,17 +304,25 @@ static int dynflow_init(const struct sp_host_api *host, const json_t *settings, 
         return -ENOMEM;
     }
     df->host = host;
+    if (check_settings(settings, &err) < 0) {
+        snprintf(errbuf, errlen, "%s", err.text);
+        free(df);
+        return -EINVAL;
+    }
     df->w = df_world_new(&cfg, &err);
     if (df->w == NULL || df_api_register_classes(df->w, &err) < 0 ||
         setup_callbacks(df, host != NULL ? host->global_settings : NULL, &err) < 0 ||
-        df_world_start(df->w, &err) < 0) {
+        setup_runners(df, settings, &err) < 0 || df_world_start(df->w, &err) < 0) {
         snprintf(errbuf, errlen, "cannot start the executor: %s", err.text);
         dynflow_shutdown(df);
         return -EIO;
     }
     set_routes(df, settings);
     df->api = df_api_new(df->w);
-    df_api_register_operation(df->api, "single", DF_LAUNCH_SINGLE, NULL);
+    df_api_register_operation(
+        df->api, &(struct df_plugin_operation){"single", DF_LAUNCH_SINGLE, NULL}, NULL);
+    if (df->plugins != NULL)
+        df_plugins_publish(df->plugins, df->api);
     *state = df;
     return 0;
 }

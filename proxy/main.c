@@ -2,6 +2,7 @@
  * smart-proxyd: reads Foreman's settings.yml and settings.d/, loads the
  * enabled modules, mounts their routes and serves them until SIGTERM.
  */
+#include <dlfcn.h>
 #include <errno.h>
 #include <getopt.h>
 #include <pthread.h>
@@ -11,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "proxy/auth.h"
 #include "proxy/http.h"
@@ -31,16 +33,53 @@ static void log_msg(int level, const char *fmt, ...)
     va_end(ap);
 }
 
-/* The modules' log, through the host services table. */
+/* ---- host services: ctx is the module's struct sp_running_module ------------------------- */
+
 static void module_log(void *ctx, int level, const char *fmt, ...)
 {
+    const struct sp_running_module *rm = ctx;
     char prefixed[512];
     va_list ap;
 
-    snprintf(prefixed, sizeof(prefixed), "module '%s', %s", (const char *)ctx, fmt);
+    snprintf(prefixed, sizeof(prefixed), "module '%s', %s", rm->lm.m->name, fmt);
     va_start(ap, fmt);
     sp_vlog(level, NULL, prefixed, ap);
     va_end(ap);
+}
+
+static json_t *claimed_stems; /* the proxy's claimed, for module_settings_of */
+
+static const json_t *module_settings_of(void *ctx, const char *stem)
+{
+    const struct sp_running_module *rm = ctx;
+
+    json_object_set_new(claimed_stems, stem, json_true());
+    return sp_module_settings(rm->root->settings, stem);
+}
+
+static int module_add_feature(void *ctx, const char *name, const json_t *capabilities)
+{
+    struct sp_running_module *rm = ctx;
+
+    return sp_root_add_feature(rm->root, rm, name, capabilities);
+}
+
+static int module_load_object(void *ctx, const char *path, const struct sp_abi_expect *expect,
+                              void **handle, const void **entry, char *errbuf, size_t errlen)
+{
+    struct sp_error err;
+    int rc = sp_object_open(path, expect, handle, entry, &err);
+
+    (void)ctx;
+    if (rc < 0)
+        snprintf(errbuf, errlen, "%s", err.text);
+    return rc;
+}
+
+static void module_unload_object(void *ctx, void *handle)
+{
+    (void)ctx;
+    dlclose(handle);
 }
 
 static void access_log(void *ud, const struct sp_request *req, unsigned status, double ms)
@@ -62,6 +101,7 @@ struct proxy {
     struct sp_root root;
     struct sp_host_api *hosts;
     struct sp_server *server;
+    json_t *claimed; /* settings.d stems modules asked for through settings_of */
 };
 
 static bool https_configured(const struct sp_settings *s)
@@ -86,17 +126,24 @@ static int start_module(struct proxy *px, const char *name, json_t *settings,
     int rc;
 
     snprintf(path, sizeof(path), "%s/%s.so", dir ? dir : MODULEDIR, name);
+    if (access(path, F_OK) < 0 && errno == ENOENT)
+        return 1; /* settings of what a module loads (a dynflow plugin)? see start_modules */
     rc = sp_module_open(path, &rm->lm, &err);
     if (rc < 0) {
         log_msg(SP_LOG_ERROR, "%s", err.text);
         return rc;
     }
+    rm->root = &px->root;
     *host = (struct sp_host_api){.abi_major = SP_MODULE_ABI_MAJOR,
                                  .abi_minor = SP_MODULE_ABI_MINOR,
                                  .struct_size = sizeof(*host),
-                                 .ctx = (void *)rm->lm.m->name,
+                                 .ctx = rm,
                                  .log = module_log,
-                                 .global_settings = px->settings->global};
+                                 .global_settings = px->settings->global,
+                                 .settings_of = module_settings_of,
+                                 .add_feature = module_add_feature,
+                                 .load_object = module_load_object,
+                                 .unload_object = module_unload_object};
     rc = rm->lm.m->init(host, settings, &rm->state, why, sizeof(why));
     rm->listeners = sp_module_enabled(px->settings, name) & available_listeners(px);
     rm->state_name = rc == 0 ? "running" : "failed";
@@ -107,25 +154,56 @@ static int start_module(struct proxy *px, const char *name, json_t *settings,
     return rc;
 }
 
+static int check_claimed(struct proxy *px, json_t *missing);
+
 static int start_modules(struct proxy *px)
 {
     size_t n = json_object_size(px->settings->modules), i = 0;
-    json_t *settings;
+    json_t *settings, *missing = json_array();
     const char *name;
+    int rc;
 
+    px->claimed = claimed_stems = json_object();
     px->root.modules = calloc(n + 1, sizeof(*px->root.modules));
     px->hosts = calloc(n + 1, sizeof(*px->hosts));
+    px->root.settings = px->settings;
     json_object_foreach(px->settings->modules, name, settings)
     {
         if (sp_module_enabled(px->settings, name) == SP_DISABLED)
             continue;
-        if (start_module(px, name, settings, &px->root.modules[i], &px->hosts[i]) < 0)
+        rc = start_module(px, name, settings, &px->root.modules[i], &px->hosts[i]);
+        if (rc < 0) {
+            json_decref(missing);
             return -1; /* at start, every module error is fatal */
-        i++;
+        }
+        if (rc == 0)
+            px->root.n_modules = ++i;
+        else
+            json_array_append_new(missing, json_string(name));
     }
-    px->root.n_modules = i;
-    px->root.settings = px->settings;
-    return 0;
+    return check_claimed(px, missing);
+}
+
+/* An enabled settings.d file with no module of its name is an error unless a module read it. */
+static int check_claimed(struct proxy *px, json_t *missing)
+{
+    const char *dir = sp_setting_str(px->settings, "module_directory");
+    json_t *name;
+    size_t k;
+    int rc = 0;
+
+    json_array_foreach(missing, k, name)
+    {
+        if (json_object_get(px->claimed, json_string_value(name)) != NULL)
+            continue;
+        log_msg(SP_LOG_ERROR,
+                "%s/%s.so: cannot load: No such file or directory (and no module "
+                "reads settings.d/%s.yml)",
+                dir ? dir : MODULEDIR, json_string_value(name), json_string_value(name));
+        rc = -1;
+    }
+    json_decref(missing);
+    return rc;
 }
 
 /* Modules mount at "/<name>" unless their settings say ":mount:" ("/" for the standalone core). */
@@ -215,6 +293,8 @@ static void stop(struct proxy *px)
             m->lm.m->shutdown(m->state);
         sp_module_close(&m->lm);
     }
+    sp_root_free_features(&px->root);
+    json_decref(px->claimed);
     free(px->root.modules);
     free(px->hosts);
     for (size_t i = 0; i < px->n_retired; i++) {

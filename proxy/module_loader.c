@@ -34,68 +34,98 @@ static void file_stem(const char *path, char *out, size_t len)
     snprintf(out, len, "%.*s", (int)n, base);
 }
 
-static int check_module(const char *path, const struct sp_module *m, struct sp_error *err)
+/* The entry's header against what the loader expects: magic, ABI version, size, build. */
+static int check_header(const char *path, const struct sp_abi_header *h,
+                        const struct sp_abi_expect *x, struct sp_error *err)
 {
     char stem[256];
 
-    if (m->magic != SP_MODULE_MAGIC)
+    if (h->magic != x->magic)
         return sp_fail(err, -ENOTSUP,
-                       "%s: not a smart-proxy module or from an incompatible release "
-                       "(magic %08x, expected %08x)",
-                       path, m->magic, SP_MODULE_MAGIC);
-    if (m->abi_major != SP_MODULE_ABI_MAJOR || m->abi_minor > SP_MODULE_ABI_MINOR)
+                       "%s: not a %s or from an incompatible release (magic %08x, expected %08x)",
+                       path, x->what, h->magic, x->magic);
+    if (h->abi_major != x->abi_major || h->abi_minor > x->abi_minor)
         return sp_fail(err, -ENOTSUP,
-                       "%s: module ABI %u.%u, this smart-proxyd supports %u.0-%u.%u; "
+                       "%s: %s ABI %u.%u, this release supports %u.0-%u.%u; "
                        "rebuild it against this release's headers",
-                       path, m->abi_major, m->abi_minor, SP_MODULE_ABI_MAJOR, SP_MODULE_ABI_MAJOR,
-                       SP_MODULE_ABI_MINOR);
-    if (m->struct_size < offsetof(struct sp_module, reserved) || m->init == NULL ||
-        m->routes == NULL || m->shutdown == NULL)
+                       path, x->what, h->abi_major, h->abi_minor, x->abi_major, x->abi_major,
+                       x->abi_minor);
+    if (h->struct_size < x->min_size)
         return sp_fail(err, -EINVAL,
-                       "%s: module data is mangled (struct size %u, expected at least %zu, "
-                       "init, routes and shutdown set)",
-                       path, m->struct_size, offsetof(struct sp_module, reserved));
-    if (m->build_sig == NULL || strcmp(m->build_sig, SP_MODULE_BUILD_SIG) != 0)
+                       "%s: %s data is mangled (struct size %u, expected at least %u)", path,
+                       x->what, h->struct_size, x->min_size);
+    if (h->build_sig == NULL || strcmp(h->build_sig, x->build_sig) != 0)
         return sp_fail(err, -ENOTSUP, "%s: not binary compatible (built for %s, running %s)", path,
-                       m->build_sig ? m->build_sig : "(none)", SP_MODULE_BUILD_SIG);
+                       h->build_sig ? h->build_sig : "(none)", x->build_sig);
     file_stem(path, stem, sizeof(stem));
-    if (m->name == NULL || strcmp(m->name, stem) != 0)
+    if (h->name == NULL || strcmp(h->name, stem) != 0)
         return sp_fail(err, -EINVAL, "%s: name mismatch (declares '%s', the file stem is '%s')",
-                       path, m->name ? m->name : "(none)", stem);
+                       path, h->name ? h->name : "(none)", stem);
     return 0;
+}
+
+int sp_object_open(const char *path, const struct sp_abi_expect *expect, void **handle,
+                   const void **entry, struct sp_error *err)
+{
+    const struct sp_abi_header *h;
+    void *dl;
+    int rc;
+
+    rc = check_file(path, err);
+    if (rc < 0)
+        return rc;
+    dl = dlopen(path, RTLD_NOW | RTLD_LOCAL);
+    if (dl == NULL)
+        return sp_fail(err, -ENOENT, "%s: cannot load: %s (check its dependencies with ldd)", path,
+                       dlerror());
+    (void)dlerror();
+    h = dlsym(dl, expect->symbol);
+    if (h == NULL) {
+        rc = sp_fail(err, -ENOENT, "%s: not a %s (no symbol %s)", path, expect->what,
+                     expect->symbol);
+        goto fail;
+    }
+    rc = check_header(path, h, expect, err);
+    if (rc < 0)
+        goto fail;
+    *handle = dl;
+    *entry = h;
+    return 0;
+fail:
+    dlclose(dl);
+    return rc;
 }
 
 int sp_module_open(const char *path, struct sp_loaded_module *out, struct sp_error *err)
 {
+    static const struct sp_abi_expect expect = {
+        .what = "smart-proxy module",
+        .symbol = SP_MODULE_SYMBOL,
+        .magic = SP_MODULE_MAGIC,
+        .abi_major = SP_MODULE_ABI_MAJOR,
+        .abi_minor = SP_MODULE_ABI_MINOR,
+        .min_size = offsetof(struct sp_module, reserved),
+        .build_sig = SP_MODULE_BUILD_SIG,
+    };
+    const void *entry;
     const struct sp_module *m;
     void *h;
     int rc;
 
     memset(out, 0, sizeof(*out));
-    rc = check_file(path, err);
+    rc = sp_object_open(path, &expect, &h, &entry, err);
     if (rc < 0)
         return rc;
-    h = dlopen(path, RTLD_NOW | RTLD_LOCAL);
-    if (h == NULL)
-        return sp_fail(err, -ENOENT, "%s: cannot load: %s (check its dependencies with ldd)", path,
-                       dlerror());
-    (void)dlerror();
-    m = dlsym(h, SP_MODULE_SYMBOL);
-    if (m == NULL) {
-        rc = sp_fail(err, -ENOENT, "%s: not a smart-proxy module (no symbol %s)", path,
-                     SP_MODULE_SYMBOL);
-        goto fail;
+    m = entry;
+    if (m->init == NULL || m->routes == NULL || m->shutdown == NULL) {
+        dlclose(h);
+        return sp_fail(err, -EINVAL, "%s: module data is mangled (init, routes or shutdown unset)",
+                       path);
     }
-    rc = check_module(path, m, err);
-    if (rc < 0)
-        goto fail;
     out->path = strdup(path);
     out->handle = h;
     out->m = m;
     return 0;
-fail:
-    dlclose(h);
-    return rc;
 }
 
 void sp_module_close(struct sp_loaded_module *lm)

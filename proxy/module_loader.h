@@ -11,7 +11,11 @@ struct sp_loaded_module {
     const struct sp_module *m;
 };
 
-/* 0, or a negative errno with err naming the file, the value found and the one expected. */
+/* Any loadable object: file checks, dlopen, the entry symbol's header.  0, or a negative
+ * errno with err naming the file, the value found and the one expected. */
+int sp_object_open(const char *path, const struct sp_abi_expect *expect, void **handle,
+                   const void **entry, struct sp_error *err);
+/* A module: sp_object_open() and the module's own fields. */
 int sp_module_open(const char *path, struct sp_loaded_module *out, struct sp_error *err);
 void sp_module_close(struct sp_loaded_module *lm);
 

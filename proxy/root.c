@@ -1,5 +1,6 @@
 #include "proxy/root.h"
 
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -15,17 +16,45 @@ static int cmp_names(const void *a, const void *b)
     return strcmp(json_string_value(*(json_t *const *)a), json_string_value(*(json_t *const *)b));
 }
 
-/* GET /features: the running modules, sorted. */
+int sp_root_add_feature(struct sp_root *root, const struct sp_running_module *owner,
+                        const char *name, const json_t *capabilities)
+{
+    struct sp_feature *f = realloc(root->features, (root->n_features + 1) * sizeof(*f));
+
+    if (f == NULL)
+        return -ENOMEM;
+    root->features = f;
+    f[root->n_features++] = (struct sp_feature){
+        strdup(name), capabilities ? json_deep_copy(capabilities) : json_array(), owner};
+    return 0;
+}
+
+void sp_root_free_features(struct sp_root *root)
+{
+    for (size_t i = 0; i < root->n_features; i++) {
+        free(root->features[i].name);
+        json_decref(root->features[i].capabilities);
+    }
+    free(root->features);
+    root->features = NULL;
+    root->n_features = 0;
+}
+
+/* GET /features: the running modules and the features they added, sorted. */
 static int features(void *state, const struct sp_request *req, struct sp_response *res)
 {
     const struct sp_root *root = state;
-    json_t **names = calloc(root->n_modules + 1, sizeof(*names)), *out = json_array();
+    json_t **names = calloc(root->n_modules + root->n_features + 1, sizeof(*names));
+    json_t *out = json_array();
     size_t n = 0;
 
     (void)req;
     for (size_t i = 0; i < root->n_modules; i++)
         if (running(&root->modules[i]))
             names[n++] = json_string(root->modules[i].lm.m->name);
+    for (size_t i = 0; i < root->n_features; i++)
+        if (running(root->features[i].owner))
+            names[n++] = json_string(root->features[i].name);
     qsort(names, n, sizeof(*names), cmp_names);
     for (size_t i = 0; i < n; i++)
         json_array_append_new(out, names[i]);
@@ -50,7 +79,14 @@ static int version(void *state, const struct sp_request *req, struct sp_response
     return 0;
 }
 
-/* GET /v2/features: every module with its listeners, state and capabilities. */
+static json_t *feature_v2(const struct sp_running_module *m, json_t *caps)
+{
+    return json_pack("{s:b, s:b, s:{}, s:s, s:o}", "http_enabled", (m->listeners & SP_HTTP) != 0,
+                     "https_enabled", (m->listeners & SP_HTTPS) != 0, "settings", "state",
+                     m->state_name, "capabilities", caps);
+}
+
+/* GET /v2/features: every module and added feature with its listeners, state and capabilities. */
 static int features_v2(void *state, const struct sp_request *req, struct sp_response *res)
 {
     const struct sp_root *root = state;
@@ -61,11 +97,11 @@ static int features_v2(void *state, const struct sp_request *req, struct sp_resp
         const struct sp_running_module *m = &root->modules[i];
         json_t *caps =
             running(m) && m->lm.m->capabilities ? m->lm.m->capabilities(m->state) : json_array();
-        json_object_set_new(out, m->lm.m->name,
-                            json_pack("{s:b, s:b, s:{}, s:s, s:o}", "http_enabled",
-                                      (m->listeners & SP_HTTP) != 0, "https_enabled",
-                                      (m->listeners & SP_HTTPS) != 0, "settings", "state",
-                                      m->state_name, "capabilities", caps));
+        json_object_set_new(out, m->lm.m->name, feature_v2(m, caps));
+    }
+    for (size_t i = 0; i < root->n_features; i++) {
+        const struct sp_feature *f = &root->features[i];
+        json_object_set_new(out, f->name, feature_v2(f->owner, json_copy(f->capabilities)));
     }
     sp_response_json(res, 200, out);
     return 0;

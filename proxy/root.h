@@ -5,7 +5,10 @@
 #include "proxy/module_loader.h"
 #include "proxy/settings.h"
 
+struct sp_root;
+
 struct sp_running_module {
+    struct sp_root *root;
     struct sp_loaded_module lm;
     void *state;
     enum sp_enabled listeners;
@@ -13,11 +16,25 @@ struct sp_running_module {
     const char *state_name; /* "running", "failed", "disabled" */
 };
 
+/* A feature a module adds for what it loaded (a dynflow plugin's "script"). */
+struct sp_feature {
+    char *name;
+    json_t *capabilities;
+    const struct sp_running_module *owner; /* its listeners and state */
+};
+
 struct sp_root {
     const struct sp_settings *settings;
     struct sp_running_module *modules;
     size_t n_modules;
+    struct sp_feature *features;
+    size_t n_features;
 };
+
+/* Host service: adds a feature (capabilities borrowed, may be NULL). */
+int sp_root_add_feature(struct sp_root *root, const struct sp_running_module *owner,
+                        const char *name, const json_t *capabilities);
+void sp_root_free_features(struct sp_root *root);
 
 const struct sp_route *sp_root_routes(void);
 

@@ -15,6 +15,7 @@
 struct operation {
     char *name;
     enum df_launcher_kind kind;
+    char *action_class; /* for batch entries without one; may be NULL */
 };
 
 struct df_api {
@@ -214,8 +215,9 @@ static json_t *launch_single(df_api *api, const struct df_api_request *req, json
 }
 
 /* TaskLauncher::Batch: one parent plan; its run phase plans a child per key (batch_create). */
-static json_t *launch_batch(df_api *api, const struct df_api_request *req, const char *operation,
-                            json_t *input, json_t *options, unsigned *status)
+static json_t *launch_batch(df_api *api, const struct df_api_request *req,
+                            const struct operation *op, json_t *input, json_t *options,
+                            unsigned *status)
 {
     json_t *first = NULL, *v, *args;
     const char *key;
@@ -232,8 +234,9 @@ static json_t *launch_batch(df_api *api, const struct df_api_request *req, const
         if (first == NULL)
             first = json_object_get(v, "action_input");
     }
-    args = json_pack("{s:O, s:{s:s, s:o, s:O}}", "input_hash", input, "launcher", "operation",
-                     operation, "callback", callback_host(req, first), "options", options);
+    args = json_pack("{s:O, s:{s:s, s:o, s:O, s:s?}}", "input_hash", input, "launcher", "operation",
+                     op->name, "callback", callback_host(req, first), "options", options,
+                     "action_class", op->action_class);
     *status = 200;
     if (df_trigger(api->w, BATCH_CLASS, args, NULL, id, &planned, &err) < 0 || !planned)
         return json_pack("{s:{s:s, s:[s]}}", "parent", "result", "error", "errors", err.text);
@@ -263,10 +266,10 @@ void df_api_launch(df_api *api, const struct df_api_request *req, struct df_api_
     else if (op->kind == DF_LAUNCH_SINGLE)
         res->body = launch_single(api, req, input, NULL, &res->status);
     else if (options != NULL)
-        res->body = launch_batch(api, req, op->name, input, options, &res->status);
+        res->body = launch_batch(api, req, op, input, options, &res->status);
     else {
         options = json_object();
-        res->body = launch_batch(api, req, op->name, input, options, &res->status);
+        res->body = launch_batch(api, req, op, input, options, &res->status);
         json_decref(options);
     }
     json_decref(body);
@@ -276,8 +279,9 @@ void df_api_launch(df_api *api, const struct df_api_request *req, struct df_api_
 static int batch_create(df_action *a)
 {
     json_t *in = df_action_input(a), *hash = json_object_get(in, "input_hash"), *v;
-    const char *callback =
-        json_string_value(json_object_get(json_object_get(in, "launcher"), "callback"));
+    json_t *launcher = json_object_get(in, "launcher");
+    const char *callback = json_string_value(json_object_get(launcher, "callback"));
+    const char *default_class = json_string_value(json_object_get(launcher, "action_class"));
     const char *key;
 
     json_object_foreach(hash, key, v)
@@ -285,6 +289,8 @@ static int batch_create(df_action *a)
         json_t *args = json_deep_copy(json_object_get(v, "action_input"));
         const char *cls = json_string_value(json_object_get(v, "action_class"));
         char id[DF_UUID_BUF];
+        if (cls == NULL)
+            cls = default_class;
         bool planned;
         if (!json_is_object(args)) {
             json_decref(args);
@@ -336,9 +342,13 @@ void df_api_trigger(df_api *api, const struct df_api_request *req, struct df_api
 
 /* ---- inspecting and controlling -------------------------------------------------------------- */
 
+/* The status side effect (§2.3): running runners are polled; the JSON shows what arrived so far. */
 void df_api_status(df_api *api, const struct df_api_request *req, struct df_api_response *res)
 {
-    json_t *j = df_plan_json(api->w, req->task_id, DF_JSON_ACTIONS);
+    json_t *j;
+
+    df_plan_poll(api->w, req->task_id);
+    j = df_plan_json(api->w, req->task_id, DF_JSON_ACTIONS);
 
     if (j == NULL)
         error_response(res, 404, "Task %s not found", req->task_id);
@@ -381,7 +391,9 @@ void df_api_statuses(df_api *api, const struct df_api_request *req, struct df_ap
         out = json_object();
         json_array_foreach(ids, i, v)
         {
-            json_t *j = df_plan_json(api->w, json_string_value(v), DF_JSON_ACTIONS);
+            json_t *j;
+            df_plan_poll(api->w, json_string_value(v));
+            j = df_plan_json(api->w, json_string_value(v), DF_JSON_ACTIONS);
             if (j != NULL)
                 json_object_set_new(out, json_string_value(v), j);
         }
@@ -514,8 +526,10 @@ void df_api_free(df_api *api)
 {
     if (api == NULL)
         return;
-    for (size_t i = 0; i < api->n_ops; i++)
+    for (size_t i = 0; i < api->n_ops; i++) {
         free(api->ops[i].name);
+        free(api->ops[i].action_class);
+    }
     free(api->ops);
     df_hash_each(api->otps, free_otp, NULL);
     df_hash_free(api->otps);
@@ -523,13 +537,16 @@ void df_api_free(df_api *api)
     free(api);
 }
 
-int df_api_register_operation(df_api *api, const char *name, enum df_launcher_kind kind,
-                              df_error *err)
+int df_api_register_operation(df_api *api, const struct df_plugin_operation *op, df_error *err)
 {
-    if (find_operation(api, name) != NULL)
-        return df_errorf(err, -EEXIST, "operation '%s' is registered already", name);
+    if (find_operation(api, op->name) != NULL)
+        return df_errorf(err, -EEXIST, "operation '%s' is registered already", op->name);
+    if (op->kind == DF_LAUNCH_GROUP)
+        return df_errorf(err, -ENOTSUP, "operation '%s': group launchers are not supported yet",
+                         op->name);
     api->ops = df_realloc(api->ops, (api->n_ops + 1) * sizeof(*api->ops));
-    api->ops[api->n_ops++] = (struct operation){df_strdup(name), kind};
+    api->ops[api->n_ops++] = (struct operation){
+        df_strdup(op->name), op->kind, op->action_class ? df_strdup(op->action_class) : NULL};
     return 0;
 }
 

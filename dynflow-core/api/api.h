@@ -10,7 +10,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 
-#include "engine/dynflow.h"
+#include "dynflow/plugin.h"
 
 typedef struct df_api df_api;
 
@@ -31,19 +31,12 @@ struct df_api_response {
     json_t *body; /* new reference; NULL: an empty body */
 };
 
-/* How an operation turns POST /tasks/launch input into plans. */
-enum df_launcher_kind {
-    DF_LAUNCH_SINGLE, /* one plan of input.action_class */
-    DF_LAUNCH_BATCH,  /* a parent plan; one child per input key, the key as its plan id */
-};
-
 /* Registers the API's own action classes (the batch parent); before df_world_start(). */
 int df_api_register_classes(df_world *w, df_error *err);
 df_api *df_api_new(df_world *w);
 void df_api_free(df_api *api);
-/* Registers an operation (name copied); operations are listed in registration order. */
-int df_api_register_operation(df_api *api, const char *name, enum df_launcher_kind kind,
-                              df_error *err);
+/* Registers an operation (strings copied); operations are listed in registration order. */
+int df_api_register_operation(df_api *api, const struct df_plugin_operation *op, df_error *err);
 /* New reference: the operation names, sorted (for /v2/features capabilities). */
 json_t *df_api_capabilities(df_api *api);
 /* A new one-time password for a task: 32 hexadecimal characters, replacing any earlier one. */

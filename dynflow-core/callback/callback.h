@@ -10,7 +10,7 @@
 #ifndef DF_CALLBACK_H
 #define DF_CALLBACK_H
 
-#include "engine/dynflow.h"
+#include "dynflow/dynflow.h"
 
 #define DF_CALLBACK_CLASS "Proxy::Dynflow::Callback::Action"
 

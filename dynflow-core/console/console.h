@@ -8,7 +8,7 @@
 
 #include <stddef.h>
 
-#include "engine/dynflow.h"
+#include "dynflow/dynflow.h"
 
 struct df_console_page {
     unsigned status;

@@ -5,7 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-#include "engine/dynflow.h"
+#include "dynflow/dynflow.h"
 
 static int greet_run(df_action *a, const df_event *ev)
 {

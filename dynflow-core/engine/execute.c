@@ -653,6 +653,29 @@ int df_plan_cancel(df_world *w, const char *plan_id, bool force, unsigned *count
     return 0;
 }
 
+void df_plan_poll(df_world *w, const char *plan_id)
+{
+    df_plan *p;
+
+    pthread_mutex_lock(&w->plans_lock);
+    p = df_hash_get(w->plans, plan_id);
+    if (p != NULL)
+        df_plan_ref(p);
+    pthread_mutex_unlock(&w->plans_lock);
+    if (p == NULL)
+        return;
+    pthread_mutex_lock(&p->lock);
+    for (size_t i = 0; p->state == DF_PLAN_RUNNING && i < p->n_steps; i++) {
+        struct df_step *s = p->steps[i];
+        struct df_action *a = df_plan_action_by_id(p, s->action_id);
+        if (s->kind == DF_STEP_RUN_KIND && s->state == DF_STEP_SUSPENDED && s->inbox.head == NULL &&
+            a->cls != NULL && (a->cls->flags & DF_ACTION_POLLED))
+            df_step_deliver_locked(p, s, DF_EVENT_POLL, NULL, NULL);
+    }
+    pthread_mutex_unlock(&p->lock);
+    df_plan_unref(p);
+}
+
 int df_plan_resume(df_world *w, const char *plan_id, df_error *err)
 {
     df_plan *p = plan_for(w, plan_id, err);

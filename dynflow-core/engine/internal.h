@@ -13,7 +13,7 @@
 #include <pthread.h>
 #include <stdatomic.h>
 
-#include "engine/dynflow.h"
+#include "dynflow/dynflow.h"
 #include "store/store.h"
 #include "util/hash.h"
 #include "util/util.h"
@@ -285,6 +285,12 @@ struct df_world {
     struct df_writer writer;
     atomic_llong next_timer_id;
     bool started;
+    struct df_attachment {
+        const void *key;
+        void *data;
+        void (*stop)(void *data);
+        void (*release)(void *data);
+    } attached[4];
 };
 
 const struct df_action_class *df_world_class(df_world *w, const char *name);

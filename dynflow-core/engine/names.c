@@ -1,7 +1,7 @@
 /* Names of states, results and events as Dynflow spells them. */
 #include <string.h>
 
-#include "engine/dynflow.h"
+#include "dynflow/dynflow.h"
 
 static const char *const plan_states[] = {
     "pending", "scheduled", "planning", "planned", "running", "paused", "stopped",
@@ -17,7 +17,7 @@ static const char *const step_states[] = {
 };
 
 static const char *const event_kinds[] = {
-    "user", "cancel", "abort", "skip", "poll", "timeout", "sub_plan_finished",
+    "user", "cancel", "abort", "skip", "poll", "timeout", "sub_plan_finished", "runner_update",
 };
 
 const char *df_plan_state_name(enum df_plan_state s)
@@ -37,7 +37,7 @@ const char *df_step_state_name(enum df_step_state s)
 
 const char *df_event_kind_name(enum df_event_kind k)
 {
-    return (unsigned)k <= DF_EVENT_SUB_PLAN_FINISHED ? event_kinds[k] : "unknown";
+    return (unsigned)k <= DF_EVENT_RUNNER_UPDATE ? event_kinds[k] : "unknown";
 }
 
 int df_plan_state_parse(const char *name)

@@ -512,6 +512,8 @@ static bool finished(enum df_plan_state s)
 
 int df_plan_wait(df_world *w, const char *plan_id, double timeout_s, struct df_plan_info *out)
 {
+    struct df_plan_info local;
+
     struct timespec deadline;
     int rc = 0;
 
@@ -522,6 +524,8 @@ int df_plan_wait(df_world *w, const char *plan_id, double timeout_s, struct df_p
         deadline.tv_sec++;
         deadline.tv_nsec -= 1000000000L;
     }
+    if (out == NULL)
+        out = &local;
     pthread_mutex_lock(&w->plans_lock);
     for (;;) {
         df_plan *p = df_hash_get(w->plans, plan_id);
@@ -665,14 +669,43 @@ static void free_value(void *ud, const char *key, void *value)
     free(value);
 }
 
+int df_world_attach(df_world *w, const void *key, void *data, void (*stop)(void *data),
+                    void (*release)(void *data))
+{
+    for (size_t i = 0; i < DF_ARRAY_SIZE(w->attached); i++) {
+        struct df_attachment *at = &w->attached[i];
+        if (at->key == key)
+            return -EEXIST;
+        if (at->key == NULL) {
+            *at = (struct df_attachment){key, data, stop, release};
+            return 0;
+        }
+    }
+    return -ENOSPC;
+}
+
+void *df_world_attachment(df_world *w, const void *key)
+{
+    for (size_t i = 0; i < DF_ARRAY_SIZE(w->attached); i++)
+        if (w->attached[i].key == key)
+            return w->attached[i].data;
+    return NULL;
+}
+
 void df_world_free(df_world *w)
 {
     if (w == NULL)
         return;
+    for (size_t i = 0; i < DF_ARRAY_SIZE(w->attached); i++)
+        if (w->attached[i].stop != NULL)
+            w->attached[i].stop(w->attached[i].data);
     df_timers_stop(w);
     for (size_t i = 0; i < w->n_queues; i++)
         df_queue_stop(w->queues[i]);
     df_writer_stop(w);
+    for (size_t i = 0; i < DF_ARRAY_SIZE(w->attached); i++)
+        if (w->attached[i].release != NULL)
+            w->attached[i].release(w->attached[i].data);
     df_hash_each(w->plans, drop_plan, NULL);
     df_hash_free(w->plans);
     for (size_t i = 0; i < w->n_queues; i++)

@@ -18,7 +18,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "engine/dynflow.h"
+#include "dynflow/dynflow.h"
 
 typedef struct store store;
 

@@ -6,7 +6,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "engine/dynflow.h"
+#include "dynflow/dynflow.h"
+
+#define DF_ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
 
 /* Wall clock in microseconds since the epoch. */
 int64_t df_now_us(void);

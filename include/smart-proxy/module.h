@@ -9,6 +9,7 @@
  * table passed to init(); the module links no host symbols.
  *
  * ABI changelog (newest first):
+ *   1.1  host services settings_of, add_feature, load_object, unload_object
  *   1.0  first release
  */
 #ifndef SMART_PROXY_MODULE_H
@@ -20,7 +21,7 @@
 
 #define SP_MODULE_MAGIC     0x50584d31u /* "PXM1": tells "not a module" from "wrong version" */
 #define SP_MODULE_ABI_MAJOR 1u          /* bumped when anything is removed or changes meaning */
-#define SP_MODULE_ABI_MINOR 0u          /* bumped when a field or callback is appended */
+#define SP_MODULE_ABI_MINOR 1u          /* bumped when a field or callback is appended */
 #define SP_MODULE_SYMBOL    "sp_module_entry"
 #define SP_STR_(x)          #x
 #define SP_STR(x)           SP_STR_(x)
@@ -75,6 +76,27 @@ struct sp_route {
 
 enum sp_log_level { SP_LOG_ERROR = 3, SP_LOG_WARNING = 4, SP_LOG_INFO = 6, SP_LOG_DEBUG = 7 };
 
+/* How every entry struct of a loadable object starts (struct sp_module, and
+ * struct df_plugin of include/dynflow/plugin.h), so that one loader checks them. */
+struct sp_abi_header {
+    uint32_t magic;
+    uint16_t abi_major, abi_minor;
+    uint32_t struct_size;
+    const char *name; /* == the file stem */
+    const char *version;
+    const char *build_sig;
+};
+
+/* What a loader expects of an object's entry. */
+struct sp_abi_expect {
+    const char *what;   /* "smart-proxy module", for messages */
+    const char *symbol; /* the exported entry */
+    uint32_t magic;
+    uint16_t abi_major, abi_minor; /* same major, minor at most this */
+    uint32_t min_size;             /* the struct up to its reserved fields */
+    const char *build_sig;
+};
+
 /* Host services. */
 struct sp_host_api {
     uint16_t abi_major, abi_minor;
@@ -82,6 +104,15 @@ struct sp_host_api {
     void *ctx;
     void (*log)(void *ctx, int level, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
     const json_t *global_settings; /* borrowed: settings.yml with defaults */
+    /* 1.1: borrowed, settings.d/<stem>.yml, or NULL when there is none */
+    const json_t *(*settings_of)(void *ctx, const char *stem);
+    /* 1.1: a feature in /features and /v2/features on this module's listeners */
+    int (*add_feature)(void *ctx, const char *name, const json_t *capabilities);
+    /* 1.1: dlopen()s path after the file checks and checks its entry against expect;
+     * 0, or a negative errno with err naming the file, the value found and the one expected */
+    int (*load_object)(void *ctx, const char *path, const struct sp_abi_expect *expect,
+                       void **handle, const void **entry, char *err, size_t errlen);
+    void (*unload_object)(void *ctx, void *handle);
 };
 
 struct sp_module {

@@ -23,8 +23,10 @@ static void start(void)
     df_api_register_classes(w, &err);
     df_world_start(w, &err);
     api = df_api_new(w);
-    df_api_register_operation(api, "single", DF_LAUNCH_SINGLE, NULL);
-    df_api_register_operation(api, "batch", DF_LAUNCH_BATCH, NULL);
+    df_api_register_operation(api, &(struct df_plugin_operation){"single", DF_LAUNCH_SINGLE, NULL},
+                              NULL);
+    df_api_register_operation(api, &(struct df_plugin_operation){"batch", DF_LAUNCH_BATCH, NULL},
+                              NULL);
     atexit(teardown);
 }
 

@@ -41,9 +41,16 @@ static void setup(void)
         ck_assert_int_eq(df_world_register(w, &classes[i], &err), 0);
     ck_assert_int_eq(df_world_start(w, &err), 0);
     api = df_api_new(w);
-    ck_assert_int_eq(df_api_register_operation(api, "single", DF_LAUNCH_SINGLE, &err), 0);
-    ck_assert_int_eq(df_api_register_operation(api, "ssh", DF_LAUNCH_BATCH, &err), 0);
-    ck_assert_int_eq(df_api_register_operation(api, "ssh", DF_LAUNCH_BATCH, &err), -EEXIST);
+    ck_assert_int_eq(
+        df_api_register_operation(
+            api, &(struct df_plugin_operation){"single", DF_LAUNCH_SINGLE, NULL}, &err),
+        0);
+    ck_assert_int_eq(df_api_register_operation(
+                         api, &(struct df_plugin_operation){"ssh", DF_LAUNCH_BATCH, NULL}, &err),
+                     0);
+    ck_assert_int_eq(df_api_register_operation(
+                         api, &(struct df_plugin_operation){"ssh", DF_LAUNCH_BATCH, NULL}, &err),
+                     -EEXIST);
 }
 
 static void teardown(void)

@@ -15,7 +15,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "engine/dynflow.h"
+#include "dynflow/dynflow.h"
 #include "suite.h"
 
 static bool in_child;

@@ -11,7 +11,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "engine/dynflow.h"
+#include "dynflow/dynflow.h"
 #include "suite.h"
 
 static inline double tu_now(void)

@@ -91,6 +91,7 @@ enum df_event_kind {
     DF_EVENT_POLL,              /* Dynflow::Action::Polling::Poll */
     DF_EVENT_TIMEOUT,           /* Dynflow::Action::Timeouts::Timeout */
     DF_EVENT_SUB_PLAN_FINISHED, /* data: {"execution_plan_id": …, "success": bool} */
+    DF_EVENT_RUNNER_UPDATE,     /* Runner::Update: {"records": […], "exit_status"?: …} */
 };
 
 typedef struct df_event {
@@ -127,6 +128,7 @@ struct df_hook {
 #define DF_ACTION_CANCELLABLE  0x1u /* receives DF_EVENT_CANCEL/ABORT */
 #define DF_ACTION_SINGLETON    0x2u /* one active plan with this action at a time */
 #define DF_ACTION_HANDLES_SKIP 0x4u /* run gets DF_EVENT_SKIP when a skipped step resumes */
+#define DF_ACTION_POLLED       0x8u /* WithExternalPolling: a status request sends DF_EVENT_POLL */
 
 struct df_middleware;
 
@@ -200,6 +202,13 @@ int df_world_start(df_world *w, df_error *err);
  * resumable in a file database), flushes, frees everything. */
 void df_world_free(df_world *w);
 const char *df_world_id(const df_world *w);
+/* Keeps data for a layer above the engine (the runner dispatcher) under key.
+ * df_world_free() calls stop(data) before it stops the worker pools and
+ * release(data) after.  -EEXIST when key is taken. */
+int df_world_attach(df_world *w, const void *key, void *data, void (*stop)(void *data),
+                    void (*release)(void *data));
+/* The data attached under key, or NULL. */
+void *df_world_attachment(df_world *w, const void *key);
 /* Blocks until everything changed so far is committed to the database. */
 void df_world_sync(df_world *w);
 
@@ -237,7 +246,7 @@ int df_plan_unfreeze(df_world *w, const char *plan_id, df_error *err);
 json_t *df_plan_json(df_world *w, const char *plan_id, unsigned flags);
 /* -ENOENT if unknown. */
 int df_plan_get_info(df_world *w, const char *plan_id, struct df_plan_info *out);
-/* Waits until the plan is paused or stopped (or timeout_s passes: -ETIMEDOUT). */
+/* Waits until the plan is paused or stopped (or timeout_s passes: -ETIMEDOUT); out may be NULL. */
 int df_plan_wait(df_world *w, const char *plan_id, double timeout_s, struct df_plan_info *out);
 /* Number of plans in a state (state < 0: all plans). */
 int df_plan_count(df_world *w, int state, uint64_t *count, df_error *err);
@@ -262,6 +271,9 @@ int df_plan_skip_step(df_world *w, const char *plan_id, int step_id, df_error *e
  * data is copied.  Events to a running step wait until it has finished. */
 int df_world_event(df_world *w, const char *plan_id, int step_id, const df_event *ev,
                    double delay_s, df_error *err);
+/* WithExternalPolling: sends DF_EVENT_POLL to each suspended step of a
+ * DF_ACTION_POLLED action of a plan in memory that has no event waiting. */
+void df_plan_poll(df_world *w, const char *plan_id);
 /* Deletes stopped plans that ended more than age seconds ago. */
 int df_world_clean(df_world *w, double age, uint64_t *removed, df_error *err);
 

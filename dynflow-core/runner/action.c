@@ -1,0 +1,205 @@
+/*
+ * The runner action (reference/protocol.md §8.5, §6.8): planned as a
+ * Shareable action (the callback is planned after it, on its output), its
+ * run step starts the runner and stays suspended; Runner::Update events
+ * append output chunks until the exit status ends the step; Cancel kills,
+ * Poll refreshes, external events go to the runner.  Finalize fails with
+ * "Script execution failed" unless the exit status is 0.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "callback/callback.h"
+#include "runner/internal.h"
+#include "util/util.h"
+
+#define RESTARTED_MESSAGE                                                                          \
+    "The proxy restarted while the job was running: the job was not started again and its "        \
+    "outcome is unknown"
+
+static const struct df_runner_class *runner_class(df_action *a)
+{
+    return df_action_class(a)->data;
+}
+
+/* Action::Shareable#plan: the callback leaves the input and becomes an action of its own. */
+static int runner_plan(df_action *a, json_t *args)
+{
+    const struct df_runner_class *cls = runner_class(a);
+    json_t *input = json_deep_copy(args),
+           *callback = json_incref(json_object_get(input, "callback"));
+    const char *task_id = json_string_value(json_object_get(callback, "task_id"));
+    df_error err;
+    int rc = 0;
+
+    if (cls->check_input != NULL && cls->check_input(input, &err) < 0) {
+        json_decref(input);
+        json_decref(callback);
+        return df_action_error(a, "%s", err.text);
+    }
+    json_object_del(input, "callback");
+    if (!json_is_string(json_object_get(input, "task_id"))) {
+        char uuid[DF_UUID_BUF];
+        if (task_id == NULL)
+            df_uuid_new(uuid);
+        json_object_set_new(input, "task_id", json_string(task_id != NULL ? task_id : uuid));
+    }
+    df_plan_self(a, input);
+    if (json_is_object(callback)) {
+        json_t *cb_args = json_pack("{s:O, s:o}", "callback", callback, "data",
+                                    df_output_ref(a, (const char *)NULL));
+        rc = df_plan_action(a, DF_CALLBACK_CLASS, cb_args) != NULL ? 0 : -1;
+        json_decref(cb_args);
+    }
+    json_decref(callback);
+    return rc;
+}
+
+static json_t *exit_value(const json_t *update)
+{
+    return json_object_get(update, "exit_status");
+}
+
+/* The run step ends: output.result is every chunk so far plus the last records. */
+static int finish(df_action *a, json_t *records, json_t *exit_status, double ts)
+{
+    json_t *out = df_action_output(a), *chunks = df_action_stored_chunks(a), *result = json_array();
+    size_t i;
+    json_t *c;
+
+    json_array_foreach(chunks, i, c) json_array_extend(result, json_object_get(c, "chunk"));
+    json_decref(chunks);
+    json_array_extend(result, records);
+    json_object_set_new(out, "result", result);
+    json_object_set(out, "exit_status", exit_status);
+    json_object_set_new(out, "exit_status_timestamp", json_real(ts));
+    df_action_drop_chunks(a);
+    return 0;
+}
+
+static void apply_extras(df_action *a, const json_t *update)
+{
+    json_t *progress = json_object_get(update, "progress"), *data = json_object_get(update, "data");
+    json_t *out = df_action_output(a);
+
+    if (json_is_number(progress))
+        df_action_set_progress(a, json_number_value(progress));
+    if (json_is_object(data)) {
+        if (!json_is_object(json_object_get(out, "data")))
+            json_object_set_new(out, "data", json_object());
+        json_object_update(json_object_get(out, "data"), (json_t *)data);
+    }
+}
+
+static int process_update(df_action *a, const json_t *update)
+{
+    json_t *records = json_object_get(update, "records");
+
+    apply_extras(a, update);
+    if (exit_value(update) != NULL)
+        return finish(a, records, exit_value(update),
+                      json_number_value(json_object_get(update, "exit_status_timestamp")));
+    if (json_array_size(records) > 0)
+        df_action_output_chunk(a, json_incref(records), NULL, 0);
+    df_action_suspend(a);
+    return 0;
+}
+
+/* A runner that had started before a restart is not started again (§8.5 is silent; we must not
+ * run a job twice): it ends with "EXCEPTION" and says why. */
+static int restarted(df_action *a)
+{
+    json_t *records = json_pack("[{s:s, s:s, s:f}]", "output_type", "debug", "output",
+                                RESTARTED_MESSAGE, "timestamp", (double)df_now_us() / 1e6);
+    json_t *exception = json_string("EXCEPTION");
+
+    finish(a, records, exception, (double)df_now_us() / 1e6);
+    json_decref(records);
+    json_decref(exception);
+    return 0;
+}
+
+static int start(df_action *a)
+{
+    df_dispatcher *d = df_dispatcher_of(df_action_world(a));
+    json_t *out = df_action_output(a);
+    char id[DF_UUID_BUF];
+
+    df_uuid_new(id);
+    json_object_set_new(out, "result", json_array());
+    json_object_set_new(out, "runner_id", json_string(id));
+    df_dispatcher_start(d, runner_class(a), id, df_action_input(a), df_action_plan_id(a),
+                        df_action_run_step_id(a), NULL);
+    df_action_suspend(a);
+    return 0;
+}
+
+static int runner_run(df_action *a, const df_event *ev)
+{
+    df_dispatcher *d = df_dispatcher_of(df_action_world(a));
+    const char *runner_id = json_string_value(json_object_get(df_action_output(a), "runner_id"));
+
+    if (ev == NULL)
+        return runner_id != NULL ? restarted(a) : start(a);
+    switch (ev->kind) {
+        case DF_EVENT_RUNNER_UPDATE:
+            return process_update(a, ev->data);
+        case DF_EVENT_USER:
+            df_dispatcher_event(d, runner_id, ev->data);
+            break;
+        case DF_EVENT_CANCEL:
+        case DF_EVENT_ABORT:
+            df_dispatcher_kill(d, runner_id);
+            break;
+        case DF_EVENT_POLL:
+            df_dispatcher_refresh(d, runner_id);
+            break;
+        default:
+            return df_action_error(a, "Proxy error: unexpected event %s for a runner",
+                                   df_event_kind_name(ev->kind));
+    }
+    df_action_suspend(a);
+    return 0;
+}
+
+static int runner_finalize(df_action *a)
+{
+    json_t *status = json_object_get(df_action_output(a), "exit_status");
+
+    if (!json_is_integer(status) || json_integer_value(status) != 0)
+        return df_action_error(a, "Script execution failed");
+    return 0;
+}
+
+/* While running, the status shows the output delivered so far. */
+static void runner_present(df_action *a, json_t *output)
+{
+    json_t *chunks, *result, *c;
+    size_t i;
+
+    if (json_object_get(output, "exit_status") != NULL)
+        return;
+    chunks = df_action_stored_chunks(a);
+    result = json_array();
+    json_array_foreach(chunks, i, c) json_array_extend(result, json_object_get(c, "chunk"));
+    json_decref(chunks);
+    json_object_set_new(output, "result", result);
+}
+
+struct df_action_class *df_runner_action_class(const struct df_runner_class *cls)
+{
+    struct df_action_class *ac = df_calloc(1, sizeof(*ac));
+
+    *ac = (struct df_action_class){
+        .name = cls->name,
+        .aliases = cls->aliases,
+        .plan = runner_plan,
+        .run = runner_run,
+        .finalize = runner_finalize,
+        .present = runner_present,
+        .rescue = DF_RESCUE_FAIL,
+        .flags = DF_ACTION_CANCELLABLE | DF_ACTION_POLLED,
+        .data = (void *)cls,
+    };
+    return ac;
+}
