@@ -12,37 +12,10 @@
 #include <string.h>
 
 #include "callback/callback.h"
-#include "proxy/auth.h"
-#include "proxy/http.h"
+#include "foreman.h"
+
+static char certs[512];
 #include "testutil.h"
-
-static char certs[512], bodies[8][512], client_cns[8][64];
-static atomic_int received, failures_left;
-static struct sp_server *foreman;
-static struct sp_settings foreman_settings;
-static unsigned foreman_port;
-
-static int foreman_callback(void *state, const struct sp_request *req, struct sp_response *res)
-{
-    int n = atomic_fetch_add(&received, 1);
-
-    (void)state;
-    if (n < 8) {
-        snprintf(bodies[n], sizeof(bodies[n]), "%.*s", (int)req->body_len, req->body);
-        snprintf(client_cns[n], sizeof(client_cns[n]), "%s", req->peer_cert_cn);
-    }
-    if (atomic_fetch_sub(&failures_left, 1) > 0) {
-        sp_response_error(res, 500, "Foreman is restarting");
-        return 0;
-    }
-    sp_response_json(res, 200, json_pack("{s:s}", "message", "processing"));
-    return 0;
-}
-
-static const struct sp_route foreman_routes[] = {
-    {"POST", "/foreman_tasks/api/tasks/callback", foreman_callback, SP_AUTH_CLIENT_CERT},
-    {NULL, NULL, NULL, 0},
-};
 
 /* Shareable: the runner's output goes to Foreman through the callback action (§6.8). */
 static int hello_plan(df_action *a, json_t *args)
@@ -72,36 +45,14 @@ static void path_in(char *out, size_t len, const char *name)
 
 static void setup(void)
 {
-    char cert[600], key[600], ca[600], yml[600];
-    struct sp_mount mount = {"", foreman_routes, NULL, 2};
-    struct sp_error err;
-    FILE *f;
-
     scratch_new(certs, sizeof(certs), "callback");
     scratch_certs(certs);
-    path_in(yml, sizeof(yml), "foreman.yml");
-    f = fopen(yml, "w");
-    fputs("---\n", f);
-    fclose(f);
-    ck_assert_int_eq(sp_settings_load(yml, &foreman_settings, &err), 0);
-    path_in(cert, sizeof(cert), "server.pem");
-    path_in(key, sizeof(key), "server.key");
-    path_in(ca, sizeof(ca), "ca.pem");
-    foreman = sp_server_new(
-        1 << 20, &(struct sp_server_hooks){.ud = &foreman_settings, .authorize = sp_authorize});
-    sp_server_mount(foreman, &mount, 1);
-    ck_assert_msg(
-        sp_server_listen(foreman, "127.0.0.1", 0,
-                         &(struct sp_tls){.cert_file = cert, .key_file = key, .ca_file = ca},
-                         &foreman_port, &err) == 0,
-        "%s", err.text);
-    atomic_store(&received, 0);
+    foreman_start(certs);
 }
 
 static void teardown(void)
 {
-    sp_server_free(foreman);
-    sp_settings_free(&foreman_settings);
+    foreman_stop();
     scratch_remove(certs);
 }
 

@@ -10,81 +10,22 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "daemonutil.h"
 #include "httputil.h"
 #include "suite.h"
-
-static char dir[512];
-
-static unsigned free_port(void)
-{
-    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    socklen_t len = sizeof(sa);
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-
-    ck_assert_int_eq(bind(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
-    getsockname(fd, (struct sockaddr *)&sa, &len);
-    close(fd);
-    return ntohs(sa.sin_port);
-}
-
-/* Runs smart-proxyd with the test's settings; its stderr goes to a pipe. */
-static pid_t start(const char *extra_arg, int *err_fd)
-{
-    char config[700];
-    int fds[2];
-    pid_t pid;
-
-    snprintf(config, sizeof(config), "%s/settings.yml", dir);
-    ck_assert_int_eq(pipe(fds), 0);
-    pid = fork();
-    if (pid == 0) {
-        dup2(fds[1], 2);
-        dup2(fds[1], 1);
-        close(fds[0]);
-        execl(getenv("SMART_PROXYD"), "smart-proxyd", "--config", config, extra_arg, (char *)NULL);
-        _exit(127);
-    }
-    close(fds[1]);
-    *err_fd = fds[0];
-    return pid;
-}
-
-/* Reads the child's output until it contains needle (or it ends); returns what was read. */
-static const char *read_until(int fd, const char *needle)
-{
-    static char buf[8192];
-    size_t len = 0;
-    ssize_t n;
-
-    buf[0] = '\0';
-    while (strstr(buf, needle) == NULL && len < sizeof(buf) - 1 &&
-           (n = read(fd, buf + len, sizeof(buf) - 1 - len)) > 0) {
-        len += (size_t)n;
-        buf[len] = '\0';
-    }
-    return buf;
-}
-
-static int finish(pid_t pid)
-{
-    int status;
-
-    waitpid(pid, &status, 0);
-    return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-}
 
 static void setup(void)
 {
     char sub[600];
 
-    scratch_new(dir, sizeof(dir), "daemon");
-    snprintf(sub, sizeof(sub), "%s/settings.d", dir);
+    scratch_new(workdir, sizeof(workdir), "daemon");
+    snprintf(sub, sizeof(sub), "%s/settings.d", workdir);
     mkdir(sub, 0700);
 }
 
 static void teardown(void)
 {
-    scratch_remove(dir);
+    scratch_remove(workdir);
 }
 
 START_TEST(check_config)
@@ -93,14 +34,14 @@ START_TEST(check_config)
     pid_t pid;
     const char *out;
 
-    scratch_write(dir, "settings.yml", ":http_port: 8000\n");
+    scratch_write(workdir, "settings.yml", ":http_port: 8000\n");
     pid = start("--check-config", &fd);
     out = read_until(fd, "settings OK");
     ck_assert_ptr_nonnull(strstr(out, "settings OK"));
     ck_assert_int_eq(finish(pid), 0);
     close(fd);
 
-    scratch_write(dir, "settings.yml", ":http_port: eighty\n");
+    scratch_write(workdir, "settings.yml", ":http_port: eighty\n");
     pid = start("--check-config", &fd);
     out = read_until(fd, "found");
     ck_assert_ptr_nonnull(strstr(out, "settings.yml: :http_port: must be a port number"));
@@ -121,10 +62,10 @@ START_TEST(serves_and_stops)
     snprintf(settings, sizeof(settings),
              ":http_port: %u\n:bind_host: 127.0.0.1\n:module_directory: %s\n", port,
              getenv("DYNFLOW_MODULE_DIR"));
-    scratch_write(dir, "settings.yml", settings);
+    scratch_write(workdir, "settings.yml", settings);
     snprintf(dynflow, sizeof(dynflow), ":enabled: true\n:database:\n");
-    scratch_write(dir, "settings.d/dynflow.yml", dynflow);
-    scratch_write(dir, "settings.d/disabled.yml", ":enabled: false\n");
+    scratch_write(workdir, "settings.d/dynflow.yml", dynflow);
+    scratch_write(workdir, "settings.d/disabled.yml", ":enabled: false\n");
     pid = start(NULL, &fd);
     out = read_until(fd, "listening on");
     ck_assert_msg(strstr(out, "listening on") != NULL, "%s", out);
@@ -154,8 +95,8 @@ START_TEST(missing_module_is_fatal)
 
     snprintf(settings, sizeof(settings), ":http_port: %u\n:module_directory: %s\n", free_port(),
              getenv("DYNFLOW_MODULE_DIR"));
-    scratch_write(dir, "settings.yml", settings);
-    scratch_write(dir, "settings.d/script.yml", ":enabled: true\n");
+    scratch_write(workdir, "settings.yml", settings);
+    scratch_write(workdir, "settings.d/script.yml", ":enabled: true\n");
     pid = start(NULL, &fd);
     out = read_until(fd, "cannot load");
     ck_assert_ptr_nonnull(strstr(out, "/script.so: cannot load: No such file or directory"));
@@ -163,24 +104,6 @@ START_TEST(missing_module_is_fatal)
     close(fd);
 }
 END_TEST
-
-/* Polls a file until it contains needle (for up to 10 s). */
-static bool file_has(const char *path, const char *needle)
-{
-    char buf[8192];
-
-    for (int i = 0; i < 1000; i++) {
-        FILE *f = fopen(path, "r");
-        size_t n = f ? fread(buf, 1, sizeof(buf) - 1, f) : 0;
-        if (f != NULL)
-            fclose(f);
-        buf[n] = '\0';
-        if (strstr(buf, needle) != NULL)
-            return true;
-        usleep(10000);
-    }
-    return false;
-}
 
 /* SIGHUP applies new trusted hosts at once; SIGUSR1 reopens a rotated log file. */
 START_TEST(reload_and_log_rotation)
@@ -192,13 +115,13 @@ START_TEST(reload_and_log_rotation)
     FILE *f;
 
     port = free_port();
-    snprintf(log, sizeof(log), "%s/proxy.log", dir);
-    snprintf(rotated, sizeof(rotated), "%s/proxy.log.1", dir);
+    snprintf(log, sizeof(log), "%s/proxy.log", workdir);
+    snprintf(rotated, sizeof(rotated), "%s/proxy.log.1", workdir);
     snprintf(settings, sizeof(settings),
              ":http_port: %u\n:bind_host: 127.0.0.1\n:module_directory: %s\n:log_file: %s\n", port,
              getenv("DYNFLOW_MODULE_DIR"), log);
-    scratch_write(dir, "settings.yml", settings);
-    scratch_write(dir, "settings.d/dynflow.yml", ":enabled: true\n");
+    scratch_write(workdir, "settings.yml", settings);
+    scratch_write(workdir, "settings.d/dynflow.yml", ":enabled: true\n");
     pid = start(NULL, &fd);
     ck_assert_msg(file_has(log, "listening on"), "smart-proxyd did not start");
     r = call("GET", "/dynflow/tasks/count", NULL, NULL);
@@ -206,7 +129,7 @@ START_TEST(reload_and_log_rotation)
 
     strncat(settings, ":trusted_hosts: [foreman.example.com]\n",
             sizeof(settings) - strlen(settings) - 1);
-    scratch_write(dir, "settings.yml", settings);
+    scratch_write(workdir, "settings.yml", settings);
     kill(pid, SIGHUP);
     for (int i = 0; i < 500 && (r = call("GET", "/dynflow/tasks/count", NULL, NULL)).status != 403;
          i++)

@@ -365,6 +365,15 @@ START_TEST(refresh_batches_output)
 }
 END_TEST
 
+static bool output_is(df_world *w, const char *id, const char *text)
+{
+    json_t *out = output(w, id);
+    bool same = strcmp(joined(out, NULL), text) == 0;
+
+    json_decref(out);
+    return same;
+}
+
 /* A status request (df_plan_poll) delivers pending output now, not at the next tick. */
 START_TEST(poll_refreshes_on_demand)
 {
@@ -378,10 +387,7 @@ START_TEST(poll_refreshes_on_demand)
     ck_assert_str_eq(joined(out, NULL), ""); /* nothing delivered yet: the tick is an hour away */
     json_decref(out);
     df_plan_poll(w, id);
-    ck_assert(WAIT_UNTIL(
-        (out = output(w, id), strcmp(joined(out, NULL), "hello") == 0 || (json_decref(out), false)),
-        10));
-    json_decref(out);
+    ck_assert(WAIT_UNTIL(output_is(w, id, "hello"), 10));
     ck_assert_int_eq(tu_state(w, id), DF_PLAN_RUNNING);
     ck_assert_int_eq(df_plan_cancel(w, id, false, NULL, NULL), 0); /* the runner's own kill */
     tu_expect(w, id, DF_PLAN_STOPPED, DF_RESULT_ERROR);

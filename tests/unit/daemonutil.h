@@ -1,0 +1,94 @@
+/* smart-proxyd as a child process for the HTTP-level suites (header-only). */
+#ifndef DAEMONUTIL_H
+#define DAEMONUTIL_H
+
+#include <check.h>
+#include <netinet/in.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+/* The scratch directory with settings.yml and settings.d/ the daemon runs with. */
+static char workdir[512];
+
+static inline unsigned free_port(void)
+{
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t len = sizeof(sa);
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+
+    ck_assert_int_eq(bind(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+    getsockname(fd, (struct sockaddr *)&sa, &len);
+    close(fd);
+    return ntohs(sa.sin_port);
+}
+
+/* Runs smart-proxyd with the test's settings; its stderr goes to a pipe. */
+static inline pid_t start(const char *extra_arg, int *err_fd)
+{
+    char config[700];
+    int fds[2];
+    pid_t pid;
+
+    snprintf(config, sizeof(config), "%s/settings.yml", workdir);
+    ck_assert_int_eq(pipe(fds), 0);
+    pid = fork();
+    if (pid == 0) {
+        dup2(fds[1], 2);
+        dup2(fds[1], 1);
+        close(fds[0]);
+        execl(getenv("SMART_PROXYD"), "smart-proxyd", "--config", config, extra_arg, (char *)NULL);
+        _exit(127);
+    }
+    close(fds[1]);
+    *err_fd = fds[0];
+    return pid;
+}
+
+/* Reads the child's output until it contains needle (or it ends); returns what was read. */
+static inline const char *read_until(int fd, const char *needle)
+{
+    static char buf[8192];
+    size_t len = 0;
+    ssize_t n;
+
+    buf[0] = '\0';
+    while (strstr(buf, needle) == NULL && len < sizeof(buf) - 1 &&
+           (n = read(fd, buf + len, sizeof(buf) - 1 - len)) > 0) {
+        len += (size_t)n;
+        buf[len] = '\0';
+    }
+    return buf;
+}
+
+static inline int finish(pid_t pid)
+{
+    int status;
+
+    waitpid(pid, &status, 0);
+    return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+/* Polls a file until it contains needle (for up to 10 s). */
+static inline bool file_has(const char *path, const char *needle)
+{
+    static char buf[65536];
+
+    for (int i = 0; i < 1000; i++) {
+        FILE *f = fopen(path, "r");
+        size_t n = f ? fread(buf, 1, sizeof(buf) - 1, f) : 0;
+        if (f != NULL)
+            fclose(f);
+        buf[n] = '\0';
+        if (strstr(buf, needle) != NULL)
+            return true;
+        usleep(10000);
+    }
+    return false;
+}
+
+#endif
