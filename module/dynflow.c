@@ -210,8 +210,11 @@ static int setup_callbacks(struct dynflow *df, const json_t *global, df_error *e
     if (cfg.foreman_url == NULL)
         return 0;
     df->callback = df_callback_new(&cfg, err);
-    return df->callback != NULL ? df_world_register(df->w, df_callback_class(df->callback), err)
-                                : -EINVAL;
+    if (df->callback == NULL)
+        return -EINVAL;
+    if (df_world_register(df->w, df_callback_class(df->callback), err) < 0)
+        return -1;
+    return df_world_register(df->w, df_callback_batch_class(df->callback), err);
 }
 
 /* The keys of settings.d/dynflow.yml this module reads, and their types. */

@@ -7,10 +7,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "api/launch.h"
 #include "util/hash.h"
 #include "util/util.h"
-
-#define BATCH_CLASS "Proxy::Dynflow::Action::Batch"
 
 struct operation {
     char *name;
@@ -238,7 +237,9 @@ static json_t *launch_batch(df_api *api, const struct df_api_request *req,
                      op->name, "callback", callback_host(req, first), "options", options,
                      "action_class", op->action_class);
     *status = 200;
-    if (df_trigger(api->w, BATCH_CLASS, args, NULL, id, &planned, &err) < 0 || !planned)
+    if (df_trigger(api->w, op->kind == DF_LAUNCH_GROUP ? DF_GROUP_CLASS : DF_BATCH_CLASS, args,
+                   NULL, id, &planned, &err) < 0 ||
+        !planned)
         return json_pack("{s:{s:s, s:[s]}}", "parent", "result", "error", "errors", err.text);
     return json_pack("{s:{s:s, s:s}}", "parent", "result", "success", "task_id", id);
 }
@@ -309,7 +310,7 @@ static int batch_run(df_action *a, const df_event *ev)
 }
 
 static const struct df_action_class batch_class = {
-    .name = BATCH_CLASS,
+    .name = DF_BATCH_CLASS,
     .run = batch_run,
     .rescue = DF_RESCUE_FAIL,
     .flags = DF_ACTION_CANCELLABLE,
@@ -512,7 +513,9 @@ df_api *df_api_new(df_world *w)
 /* Registers the API's own action classes; before df_world_start(). */
 int df_api_register_classes(df_world *w, df_error *err)
 {
-    return df_world_register(w, &batch_class, err);
+    if (df_world_register(w, &batch_class, err) < 0)
+        return -1;
+    return df_world_register(w, &df_group_launcher_class, err);
 }
 
 static void free_otp(void *ud, const char *key, void *value)
@@ -541,8 +544,8 @@ int df_api_register_operation(df_api *api, const struct df_plugin_operation *op,
 {
     if (find_operation(api, op->name) != NULL)
         return df_errorf(err, -EEXIST, "operation '%s' is registered already", op->name);
-    if (op->kind == DF_LAUNCH_GROUP)
-        return df_errorf(err, -ENOTSUP, "operation '%s': group launchers are not supported yet",
+    if (op->kind == DF_LAUNCH_GROUP && op->action_class == NULL)
+        return df_errorf(err, -EINVAL, "group operation '%s' needs the class of its runner",
                          op->name);
     api->ops = df_realloc(api->ops, (api->n_ops + 1) * sizeof(*api->ops));
     api->ops[api->n_ops++] = (struct operation){

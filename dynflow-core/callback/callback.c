@@ -12,7 +12,7 @@ struct df_callback {
     char *url; /* the callback endpoint */
     char *cert_file, *key_file, *ca_file;
     double first_retry, max_retry, give_up_after;
-    struct df_action_class cls;
+    struct df_action_class cls, batch_cls;
 };
 
 struct reply {
@@ -88,20 +88,17 @@ static double backoff(const df_callback *cb, json_int_t attempts)
     return d < cb->max_retry ? d : cb->max_retry;
 }
 
-/* Sends {"callback": input.callback, "data": input.data}; retries until give_up_after. */
-static int callback_run(df_action *a, const df_event *ev)
+/* POSTs payload (steals); retries until give_up_after while the step stays suspended. */
+static int deliver(df_action *a, json_t *payload)
 {
     const df_callback *cb = df_action_class(a)->data;
     json_t *in = df_action_input(a), *out = df_action_output(a);
-    json_t *payload = json_pack("{s:O?, s:O?}", "callback", json_object_get(in, "callback"), "data",
-                                json_object_get(in, "data"));
     json_int_t attempts = json_integer_value(json_object_get(out, "attempts")) + 1;
     double first = json_number_value(json_object_get(out, "first_attempt_at"));
     double now = (double)df_now_us() / 1e6;
     char *body = json_dumps(payload, JSON_COMPACT), why[768], note[900];
     int rc;
 
-    (void)ev;
     if (first == 0)
         json_object_set_new(out, "first_attempt_at", json_real(first = now));
     json_object_set_new(out, "attempts", json_integer(attempts));
@@ -118,6 +115,50 @@ static int callback_run(df_action *a, const df_event *ev)
     df_action_plan_event(a, &(df_event){DF_EVENT_USER, NULL}, backoff(cb, attempts));
     df_action_suspend(a);
     return 0;
+}
+
+/* {"callback": input.callback, "data": input.data} (§7.1) */
+static int callback_run(df_action *a, const df_event *ev)
+{
+    json_t *in = df_action_input(a);
+
+    (void)ev;
+    return deliver(a, json_pack("{s:O?, s:O?}", "callback", json_object_get(in, "callback"), "data",
+                                json_object_get(in, "data")));
+}
+
+/* Action::BatchCallback#plan: the Foreman callback of each key, and the results to come. */
+static int batch_callback_plan(df_action *a, json_t *args)
+{
+    json_t *targets = json_object(), *v;
+    const char *key;
+
+    json_object_foreach(json_object_get(args, "input_hash"), key, v)
+    {
+        json_t *callback = json_object_get(json_object_get(v, "action_input"), "callback");
+        if (json_is_object(callback))
+            json_object_set(targets, key, callback);
+    }
+    return df_plan_self(a, json_pack("{s:o, s:O?}", "targets", targets, "results",
+                                     json_object_get(args, "results")));
+}
+
+/* {"callbacks": [{"callback": …, "data": results[key]}, …]} (§7.2) */
+static int batch_callback_run(df_action *a, const df_event *ev)
+{
+    json_t *in = df_action_input(a), *results = json_object_get(in, "results");
+    json_t *list = json_array(), *callback;
+    const char *key;
+
+    (void)ev;
+    json_object_foreach(json_object_get(in, "targets"), key, callback)
+    {
+        json_t *data = json_object_get(results, key);
+        if (data != NULL)
+            json_array_append_new(list,
+                                  json_pack("{s:O, s:O}", "callback", callback, "data", data));
+    }
+    return deliver(a, json_pack("{s:o}", "callbacks", list));
 }
 
 df_callback *df_callback_new(const struct df_callback_config *cfg, df_error *err)
@@ -145,6 +186,10 @@ df_callback *df_callback_new(const struct df_callback_config *cfg, df_error *err
     cb->max_retry = cfg->max_retry > 0 ? cfg->max_retry : 300;
     cb->give_up_after = cfg->give_up_after > 0 ? cfg->give_up_after : 86400;
     cb->cls = (struct df_action_class){.name = DF_CALLBACK_CLASS, .run = callback_run, .data = cb};
+    cb->batch_cls = (struct df_action_class){.name = DF_BATCH_CALLBACK_CLASS,
+                                             .plan = batch_callback_plan,
+                                             .run = batch_callback_run,
+                                             .data = cb};
     return cb;
 }
 
@@ -163,4 +208,9 @@ void df_callback_free(df_callback *cb)
 const struct df_action_class *df_callback_class(df_callback *cb)
 {
     return &cb->cls;
+}
+
+const struct df_action_class *df_callback_batch_class(df_callback *cb)
+{
+    return &cb->batch_cls;
 }

@@ -12,7 +12,8 @@
 
 #include "dynflow/dynflow.h"
 
-#define DF_CALLBACK_CLASS "Proxy::Dynflow::Callback::Action"
+#define DF_CALLBACK_CLASS       "Proxy::Dynflow::Callback::Action"
+#define DF_BATCH_CALLBACK_CLASS "Proxy::Dynflow::Action::BatchCallback"
 
 struct df_callback_config {
     const char *foreman_url; /* https://foreman.example.com */
@@ -32,5 +33,8 @@ df_callback *df_callback_new(const struct df_callback_config *cfg, df_error *err
 void df_callback_free(df_callback *cb);
 /* The action class, bound to this configuration: register it with the world. */
 const struct df_action_class *df_callback_class(df_callback *cb);
+/* Action::BatchCallback (§7.2): input {"input_hash": …, "results": <output reference>}; one
+ * POST with the callbacks of every key that has a result. */
+const struct df_action_class *df_callback_batch_class(df_callback *cb);
 
 #endif

@@ -195,7 +195,9 @@ static void set_count(json_t *out, const char *key, json_int_t v)
     json_object_set_new(out, key, json_integer(v));
 }
 
-static int try_to_finish(df_action *a)
+/* on_finish NULL: a failed child fails the run step; else on_finish runs once all children
+ * ended, and the caller checks for failed children later (df_sub_plans_check). */
+static int try_to_finish(df_action *a, int (*on_finish)(df_action *a))
 {
     json_t *out = df_action_output(a);
     json_int_t total = counter(out, "total_count"), failed = counter(out, "failed_count");
@@ -207,7 +209,14 @@ static int try_to_finish(df_action *a)
         df_action_suspend(a);
         return 0;
     }
-    if (failed > 0)
+    if (on_finish != NULL)
+        return on_finish(a);
+    return df_sub_plans_check(a);
+}
+
+int df_sub_plans_check(df_action *a)
+{
+    if (counter(df_action_output(a), "failed_count") > 0)
         return df_action_error(a, "A sub task failed");
     return 0;
 }
@@ -255,6 +264,12 @@ void df_sub_plans_count_child(df_action *a)
 
 int df_sub_plans_run(df_action *a, const df_event *ev, int (*create)(df_action *a))
 {
+    return df_sub_plans_run_collect(a, ev, create, NULL);
+}
+
+int df_sub_plans_run_collect(df_action *a, const df_event *ev, int (*create)(df_action *a),
+                             int (*on_finish)(df_action *a))
+{
     json_t *out = df_action_output(a);
     struct child_counts c = {0};
 
@@ -264,7 +279,7 @@ int df_sub_plans_run(df_action *a, const df_event *ev, int (*create)(df_action *
         set_count(out, "success_count", 0);
         if (create(a) < 0)
             return -1;
-        return try_to_finish(a);
+        return try_to_finish(a, on_finish);
     }
     if (ev == NULL) {
         /* resumed or restarted: the database knows how the children ended */
@@ -272,14 +287,14 @@ int df_sub_plans_run(df_action *a, const df_event *ev, int (*create)(df_action *
             return -1;
         set_count(out, "success_count", c.success);
         set_count(out, "failed_count", c.failed);
-        return try_to_finish(a);
+        return try_to_finish(a, on_finish);
     }
     switch (ev->kind) {
         case DF_EVENT_SUB_PLAN_FINISHED: {
             bool ok = json_is_true(json_object_get(ev->data, "success"));
             const char *key = ok ? "success_count" : "failed_count";
             set_count(out, key, counter(out, key) + 1);
-            return try_to_finish(a);
+            return try_to_finish(a, on_finish);
         }
         case DF_EVENT_CANCEL:
         case DF_EVENT_ABORT:

@@ -684,6 +684,11 @@ int df_world_attach(df_world *w, const void *key, void *data, void (*stop)(void 
     return -ENOSPC;
 }
 
+bool df_world_has_class(df_world *w, const char *name)
+{
+    return df_world_class(w, name) != NULL;
+}
+
 void *df_world_attachment(df_world *w, const void *key)
 {
     for (size_t i = 0; i < DF_ARRAY_SIZE(w->attached); i++)

@@ -5,6 +5,10 @@
  * append output chunks until the exit status ends the step; Cancel kills,
  * Poll refreshes, external events go to the runner.  Finalize fails with
  * "Script execution failed" unless the exit status is 0.
+ *
+ * Group runs (§6.5) use two variants that start differently: an
+ * OutputCollector per host only waits for what the shared runner sends it,
+ * and one BatchRunner starts the group runner for all of them.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -17,7 +21,14 @@
     "The proxy restarted while the job was running: the job was not started again and its "        \
     "outcome is unknown"
 
-static const struct df_runner_class *runner_class(df_action *a)
+/* What df_action_class(a)->data points to. */
+struct runner_action {
+    struct df_action_class ac;
+    const struct df_runner_class *cls; /* NULL for the group variants */
+    int (*start)(df_action *a);
+};
+
+static const struct runner_action *runner_action(df_action *a)
 {
     return df_action_class(a)->data;
 }
@@ -25,14 +36,14 @@ static const struct df_runner_class *runner_class(df_action *a)
 /* Action::Shareable#plan: the callback leaves the input and becomes an action of its own. */
 static int runner_plan(df_action *a, json_t *args)
 {
-    const struct df_runner_class *cls = runner_class(a);
+    const struct df_runner_class *cls = runner_action(a)->cls;
     json_t *input = json_deep_copy(args),
            *callback = json_incref(json_object_get(input, "callback"));
     const char *task_id = json_string_value(json_object_get(callback, "task_id"));
     df_error err;
     int rc = 0;
 
-    if (cls->check_input != NULL && cls->check_input(input, &err) < 0) {
+    if (cls != NULL && cls->check_input != NULL && cls->check_input(input, &err) < 0) {
         json_decref(input);
         json_decref(callback);
         return df_action_error(a, "%s", err.text);
@@ -119,19 +130,55 @@ static int restarted(df_action *a)
     return 0;
 }
 
-static int start(df_action *a)
+static void init_output(df_action *a, const char *runner_id)
 {
-    df_dispatcher *d = df_dispatcher_of(df_action_world(a));
     json_t *out = df_action_output(a);
+
+    json_object_set_new(out, "result", json_array());
+    json_object_set_new(out, "runner_id", json_string(runner_id));
+    df_action_suspend(a);
+}
+
+static int start_runner(df_action *a)
+{
     char id[DF_UUID_BUF];
 
     df_uuid_new(id);
-    json_object_set_new(out, "result", json_array());
-    json_object_set_new(out, "runner_id", json_string(id));
-    df_dispatcher_start(d, runner_class(a), id, df_action_input(a), df_action_plan_id(a),
-                        df_action_run_step_id(a), NULL);
-    df_action_suspend(a);
+    init_output(a, id);
+    return df_dispatcher_start(df_dispatcher_of(df_action_world(a)), runner_action(a)->cls, id,
+                               df_action_input(a), df_action_plan_id(a), df_action_run_step_id(a),
+                               NULL);
+}
+
+/* OutputCollector: the shared runner (input.runner_id) sends this host's output here. */
+static int start_collector(df_action *a)
+{
+    const char *id = json_string_value(json_object_get(df_action_input(a), "runner_id"));
+
+    if (id == NULL)
+        return df_action_error(a, "an output collector needs input.runner_id");
+    init_output(a, id);
     return 0;
+}
+
+/* BatchRunner: input {"targets", "operation", "runner_id", "runner_class"}; one runner of
+ * runner_class for every target. */
+static int start_batch_runner(df_action *a)
+{
+    json_t *in = df_action_input(a);
+    const char *id = json_string_value(json_object_get(in, "runner_id"));
+    const char *name = json_string_value(json_object_get(in, "runner_class"));
+    df_dispatcher *d = df_dispatcher_of(df_action_world(a));
+    const struct df_runner_class *cls = df_dispatcher_runner_class(d, name);
+
+    if (id == NULL || cls == NULL)
+        return df_action_error(a,
+                               "a batch runner needs input.runner_id and a runner class, "
+                               "found '%s'",
+                               name != NULL ? name : "");
+    init_output(a, id);
+    return df_dispatcher_start(d, cls, id, in, df_action_plan_id(a), df_action_run_step_id(a),
+                               json_object_get(in, "targets"));
 }
 
 static int runner_run(df_action *a, const df_event *ev)
@@ -140,7 +187,7 @@ static int runner_run(df_action *a, const df_event *ev)
     const char *runner_id = json_string_value(json_object_get(df_action_output(a), "runner_id"));
 
     if (ev == NULL)
-        return runner_id != NULL ? restarted(a) : start(a);
+        return runner_id != NULL ? restarted(a) : runner_action(a)->start(a);
     switch (ev->kind) {
         case DF_EVENT_RUNNER_UPDATE:
             return process_update(a, ev->data);
@@ -186,20 +233,41 @@ static void runner_present(df_action *a, json_t *output)
     json_object_set_new(output, "result", result);
 }
 
+#define RUNNER_ACTION(cls_name, runner_cls, start_fn, self)                                        \
+    {                                                                                              \
+        .ac = {.name = cls_name,                                                                   \
+               .plan = runner_plan,                                                                \
+               .run = runner_run,                                                                  \
+               .finalize = runner_finalize,                                                        \
+               .present = runner_present,                                                          \
+               .rescue = DF_RESCUE_FAIL,                                                           \
+               .flags = DF_ACTION_CANCELLABLE | DF_ACTION_POLLED,                                  \
+               .data = self},                                                                      \
+        .cls = runner_cls, .start = start_fn                                                       \
+    }
+
+static const struct runner_action collector =
+    RUNNER_ACTION(DF_OUTPUT_COLLECTOR_CLASS, NULL, start_collector, (void *)&collector);
+static const struct runner_action batch_runner =
+    RUNNER_ACTION(DF_BATCH_RUNNER_CLASS, NULL, start_batch_runner, (void *)&batch_runner);
+
 struct df_action_class *df_runner_action_class(const struct df_runner_class *cls)
 {
-    struct df_action_class *ac = df_calloc(1, sizeof(*ac));
+    struct runner_action *ra = df_malloc(sizeof(*ra));
 
-    *ac = (struct df_action_class){
-        .name = cls->name,
-        .aliases = cls->aliases,
-        .plan = runner_plan,
-        .run = runner_run,
-        .finalize = runner_finalize,
-        .present = runner_present,
-        .rescue = DF_RESCUE_FAIL,
-        .flags = DF_ACTION_CANCELLABLE | DF_ACTION_POLLED,
-        .data = (void *)cls,
-    };
-    return ac;
+    *ra = (struct runner_action)RUNNER_ACTION(cls->name, cls, start_runner, ra);
+    ra->ac.aliases = cls->aliases;
+    return &ra->ac;
+}
+
+const struct df_runner_class *df_runner_class_of(const struct df_action_class *ac)
+{
+    return ((const struct runner_action *)ac->data)->cls;
+}
+
+const struct df_action_class *df_runner_group_classes(size_t i)
+{
+    static const struct runner_action *const v[] = {&collector, &batch_runner};
+
+    return i < DF_ARRAY_SIZE(v) ? &v[i]->ac : NULL;
 }

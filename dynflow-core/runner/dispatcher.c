@@ -694,12 +694,13 @@ static struct df_dispatcher *dispatcher_new(df_world *w, df_error *err)
     rc = df_loop_init(d, err);
     if (rc == 0)
         rc = pthread_create(&d->thread, NULL, df_loop_main, d);
-    if (rc == 0) {
+    if (rc == 0)
         d->thread_started = true;
-        rc = df_world_attach(w, dispatcher_key, d, stop, release);
-        if (rc < 0)
-            df_errorf(err, rc, "cannot attach the runner dispatcher to the world");
-    } else if (rc > 0) {
+    for (size_t i = 0; rc == 0 && df_runner_group_classes(i) != NULL; i++)
+        rc = df_world_register(w, df_runner_group_classes(i), err);
+    if (rc == 0 && (rc = df_world_attach(w, dispatcher_key, d, stop, release)) < 0)
+        df_errorf(err, rc, "cannot attach the runner dispatcher to the world");
+    else if (rc > 0) {
         rc = df_errorf(err, -rc, "cannot start the runner thread: %s", strerror(rc));
     }
     if (rc < 0) {
@@ -708,6 +709,19 @@ static struct df_dispatcher *dispatcher_new(df_world *w, df_error *err)
         return NULL;
     }
     return d;
+}
+
+const struct df_runner_class *df_dispatcher_runner_class(df_dispatcher *d, const char *name)
+{
+    for (size_t i = 0; d != NULL && name != NULL && i < d->n_classes; i++) {
+        const struct df_runner_class *cls = df_runner_class_of(d->classes[i]);
+        if (strcmp(cls->name, name) == 0)
+            return cls;
+        for (const char *const *al = cls->aliases; al != NULL && *al != NULL; al++)
+            if (strcmp(*al, name) == 0)
+                return cls;
+    }
+    return NULL;
 }
 
 df_dispatcher *df_dispatcher_of(df_world *w)

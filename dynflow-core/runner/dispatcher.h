@@ -37,5 +37,11 @@ int df_dispatcher_start(df_dispatcher *d, const struct df_runner_class *cls, con
 void df_dispatcher_kill(df_dispatcher *d, const char *id);
 void df_dispatcher_event(df_dispatcher *d, const char *id, const json_t *data);
 void df_dispatcher_refresh(df_dispatcher *d, const char *id);
+/* The registered runner class of that action name (or alias), or NULL. */
+const struct df_runner_class *df_dispatcher_runner_class(df_dispatcher *d, const char *name);
+
+/* The actions of a group run (§6.5): one collector per host, one runner for all. */
+#define DF_OUTPUT_COLLECTOR_CLASS "Proxy::Dynflow::Action::OutputCollector"
+#define DF_BATCH_RUNNER_CLASS     "Proxy::Dynflow::Action::BatchRunner"
 
 #endif

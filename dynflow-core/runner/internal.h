@@ -130,6 +130,10 @@ struct df_receiver *df_runner_receiver(df_runner *r, const char *key);
 /* ---- action.c --------------------------------------------------------------- */
 /* A new action class for a runner class (the dispatcher frees it). */
 struct df_action_class *df_runner_action_class(const struct df_runner_class *cls);
+/* The runner class behind an action class made by df_runner_action_class(). */
+const struct df_runner_class *df_runner_class_of(const struct df_action_class *ac);
+/* The group variants (OutputCollector, BatchRunner), one by one; NULL after the last. */
+const struct df_action_class *df_runner_group_classes(size_t i);
 
 /* ---- output.c --------------------------------------------------------------- */
 /* Appends a record to rx (text copied, len bytes of valid UTF-8). */

@@ -248,6 +248,8 @@ json_t *df_plan_json(df_world *w, const char *plan_id, unsigned flags);
 int df_plan_get_info(df_world *w, const char *plan_id, struct df_plan_info *out);
 /* Waits until the plan is paused or stopped (or timeout_s passes: -ETIMEDOUT); out may be NULL. */
 int df_plan_wait(df_world *w, const char *plan_id, double timeout_s, struct df_plan_info *out);
+/* Whether an action class (or alias) of that name is registered. */
+bool df_world_has_class(df_world *w, const char *name);
 /* Number of plans in a state (state < 0: all plans). */
 int df_plan_count(df_world *w, int state, uint64_t *count, df_error *err);
 /* New reference: {"<id>": {"state": …, "result": …}} for the ids that exist. */
@@ -347,6 +349,12 @@ int df_action_trigger_child(df_action *a, const char *class_name, json_t *args, 
  * cancels children on Cancel, recounts after a restart, and fails with
  * "A sub task failed" when a child did not succeed. */
 int df_sub_plans_run(df_action *a, const df_event *ev, int (*create)(df_action *a));
+/* The same, but once every child ended on_finish runs instead of the check for failed
+ * children, which the action makes later (e.g. in finalize) with df_sub_plans_check(). */
+int df_sub_plans_run_collect(df_action *a, const df_event *ev, int (*create)(df_action *a),
+                             int (*on_finish)(df_action *a));
+/* "A sub task failed" (-1) when a child did not succeed, else 0. */
+int df_sub_plans_check(df_action *a);
 
 /* Polling helper (Dynflow's Action::Polling, §3.2). */
 struct df_polling_ops {

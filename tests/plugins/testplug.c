@@ -1,6 +1,6 @@
 /*
  * A dynflow plugin for make check only: a trivial action, a runner that
- * publishes its input, a batch operation, and a feature.  Built again with
+ * publishes its input, a group runner, batch and group operations, a feature.  Built again with
  * -D flags that break one ABI rule each (see tests/plugins/Makefile.inc).
  */
 #include <stdlib.h>
@@ -52,6 +52,29 @@ static const char *const echo_aliases[] = {"Test::EchoAlias", NULL};
 static const struct df_runner_class echo = {
     .name = "Test::Echo", .aliases = echo_aliases, .ops = &echo_ops};
 
+/* Test::Group: a group runner; each target gets "hello <its input.text>" and its input.exit,
+ * then everyone "done". */
+static int group_start(df_runner *r)
+{
+    const json_t *targets = json_object_get(df_runner_input(r), "targets");
+
+    for (size_t i = 0; i < df_runner_target_count(r); i++) {
+        const char *key = df_runner_target(r, i);
+        const json_t *in = json_object_get(json_object_get(targets, key), "input");
+        const char *text = json_string_value(json_object_get(in, "text"));
+        char line[256];
+        int n = snprintf(line, sizeof(line), "hello %s", text != NULL ? text : "");
+        df_runner_publish_for(r, key, "stdout", line, (size_t)n);
+        df_runner_exit_for(r, key, (int)json_integer_value(json_object_get(in, "exit")));
+    }
+    df_runner_broadcast(r, "debug", "done");
+    df_runner_exit(r, 0);
+    return 0;
+}
+
+static const struct df_runner_ops group_ops = {.start = group_start};
+static const struct df_runner_class group = {.name = "Test::Group", .ops = &group_ops};
+
 static int testplug_init(const struct df_plugin_host *host, const json_t *settings, void **state,
                          df_error *err)
 {
@@ -59,13 +82,15 @@ static int testplug_init(const struct df_plugin_host *host, const json_t *settin
     *state = NULL;
     host->log(host->ctx, DF_LOG_INFO, "test plugin starting");
     if (df_world_register(host->world, &trivial, err) < 0 ||
-        df_runner_register(host->world, &echo, err) < 0)
+        df_runner_register(host->world, &echo, err) < 0 ||
+        df_runner_register(host->world, &group, err) < 0)
         return -1;
     return 0;
 }
 
 static const struct df_plugin_operation operations[] = {
     {"test_batch", DF_LAUNCH_BATCH, "Test::Echo"},
+    {"test_group", DF_LAUNCH_GROUP, "Test::Group"},
     {NULL, 0, NULL},
 };
 

@@ -107,10 +107,11 @@ START_TEST(plugins_are_loaded_and_advertised)
 
     ck_assert_str_eq(r.body, "[\"dynflow\",\"testplug_feature\"]");
     r = call("GET", "/dynflow/tasks/operations", NULL, NULL);
-    ck_assert_str_eq(r.body, "[\"single\",\"test_batch\"]");
+    ck_assert_str_eq(r.body, "[\"single\",\"test_batch\",\"test_group\"]");
     r = call("GET", "/v2/features", NULL, NULL);
-    ck_assert_msg(strstr(r.body, "\"capabilities\":[\"single\",\"test_batch\"]") != NULL, "%s",
-                  r.body);
+    ck_assert_msg(strstr(r.body, "\"capabilities\":[\"single\",\"test_batch\",\"test_group\"]") !=
+                      NULL,
+                  "%s", r.body);
     ck_assert_msg(strstr(r.body, "\"testplug_feature\":{\"http_enabled\":true,\"https_enabled\":"
                                  "false,\"settings\":{},\"state\":\"running\"") != NULL,
                   "%s", r.body);
@@ -209,6 +210,51 @@ START_TEST(batch_launch_calls_foreman_back)
 }
 END_TEST
 
+/* One runner for every host; one callback to Foreman with every host's result (§6.5, §7.2). */
+START_TEST(group_launch_calls_foreman_back_once)
+{
+    struct reply r =
+        call("POST", "/dynflow/tasks/launch",
+             "{\"operation\":\"test_group\",\"input\":{"
+             "\"" TASK_A "\":{\"action_input\":{\"text\":\"A\",\"callback\":{\"task_id\":\"fa\","
+             "\"step_id\":3}}},"
+             "\"" TASK_B "\":{\"action_input\":{\"text\":\"B\",\"exit\":2,\"callback\":{"
+             "\"task_id\":\"fb\",\"step_id\":3}}}}}",
+             NULL);
+    json_t *body = body_json(&r), *callbacks, *status, *a, *b;
+
+    ck_assert_int_eq(r.status, 200);
+    ck_assert_str_eq(json_string_value(json_object_get(json_object_get(body, "parent"), "result")),
+                     "success");
+    json_decref(body);
+    status = stopped_status(TASK_A);
+    ck_assert_str_eq(json_string_value(json_object_get(status, "result")), "success");
+    json_decref(status);
+    status = stopped_status(TASK_B);
+    ck_assert_str_eq(json_string_value(json_object_get(status, "result")), "error");
+    json_decref(status);
+    for (int i = 0; i < 2000 && atomic_load(&received) < 1; i++)
+        usleep(10000);
+    ck_assert_int_eq(atomic_load(&received), 1);
+    body = json_loads(bodies[0], 0, NULL);
+    callbacks = json_object_get(body, "callbacks");
+    ck_assert_uint_eq(json_array_size(callbacks), 2);
+    a = json_object_get(json_array_get(callbacks, 0), "data");
+    b = json_object_get(json_array_get(callbacks, 1), "data");
+    ck_assert_str_eq(json_string_value(json_object_get(
+                         json_object_get(json_array_get(callbacks, 0), "callback"), "task_id")),
+                     "fa");
+    ck_assert_int_eq(json_integer_value(json_object_get(a, "exit_status")), 0);
+    ck_assert_int_eq(json_integer_value(json_object_get(b, "exit_status")), 2);
+    ck_assert_str_eq(json_string_value(json_object_get(a, "runner_id")),
+                     json_string_value(json_object_get(b, "runner_id")));
+    ck_assert_ptr_nonnull(strstr(bodies[0], "\"output\":\"hello A\""));
+    ck_assert_ptr_nonnull(strstr(bodies[0], "\"output\":\"hello B\""));
+    ck_assert_ptr_nonnull(strstr(bodies[0], "\"output\":\"done\""));
+    json_decref(body);
+}
+END_TEST
+
 /* GET status polls a running runner: its output shows before it ends; cancel kills it. */
 START_TEST(status_polls_running_runners)
 {
@@ -253,6 +299,7 @@ int main(void)
     tcase_add_test(tc, plugins_are_loaded_and_advertised);
     tcase_add_test(tc, launch_single);
     tcase_add_test(tc, batch_launch_calls_foreman_back);
+    tcase_add_test(tc, group_launch_calls_foreman_back_once);
     tcase_add_test(tc, status_polls_running_runners);
     suite_add_tcase(s, tc);
     failed = run_suite(s);
