@@ -19,6 +19,7 @@
 #include "proxy/log.h"
 #include "proxy/root.h"
 #include "proxy/settings.h"
+#include "proxy/tls.h"
 
 #define MAX_BODY (16u << 20)
 
@@ -227,20 +228,6 @@ static void mount_all(struct proxy *px)
     free(mounts);
 }
 
-/* TLS 1.0 and 1.1 never; :tls_disabled_versions: takes away more (GnuTLS priority syntax). */
-static void tls_priorities(const struct sp_settings *s, char *out, size_t len)
-{
-    json_t *v;
-    size_t i;
-
-    snprintf(out, len, "NORMAL:-VERS-TLS1.1:-VERS-TLS1.0");
-    json_array_foreach(sp_setting(s, "tls_disabled_versions"), i, v)
-    {
-        size_t used = strlen(out);
-        snprintf(out + used, len - used, ":-VERS-TLS%s", json_string_value(v));
-    }
-}
-
 static int listen_on(struct proxy *px, unsigned port, const struct sp_tls *tls)
 {
     struct sp_error err;
@@ -263,17 +250,18 @@ static int listen_on(struct proxy *px, unsigned port, const struct sp_tls *tls)
 static int listen_all(struct proxy *px)
 {
     const struct sp_settings *s = px->settings;
-    char priorities[256];
+    char priorities[1024], why[256];
     struct sp_tls tls = {.cert_file = sp_setting_str(s, "ssl_certificate"),
                          .key_file = sp_setting_str(s, "ssl_private_key"),
                          .ca_file = sp_setting_str(s, "ssl_ca_file"),
                          .priorities = priorities};
 
-    tls_priorities(s, priorities, sizeof(priorities));
+    if (sp_tls_priorities(s, priorities, sizeof(priorities), why, sizeof(why)) < 0) {
+        log_msg(SP_LOG_ERROR, "%s: %s", px->settings->path, why);
+        return -1;
+    }
     if (available_listeners(px) == 0)
         log_msg(SP_LOG_WARNING, "neither :http_port: nor the SSL settings are set: not listening");
-    if (json_array_size(sp_setting(s, "ssl_disabled_ciphers")) > 0)
-        log_msg(SP_LOG_WARNING, ":ssl_disabled_ciphers: is not applied yet");
     if (sp_setting(s, "http_port") != NULL &&
         listen_on(px, (unsigned)json_integer_value(sp_setting(s, "http_port")), NULL) < 0)
         return -1;

@@ -4,6 +4,7 @@
  */
 #include <check.h>
 #include <curl/curl.h>
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -11,6 +12,7 @@
 
 #include "proxy/auth.h"
 #include "proxy/http.h"
+#include "proxy/tls.h"
 #include "suite.h"
 
 static char certs[512];
@@ -51,8 +53,9 @@ static size_t on_body(char *data, size_t size, size_t n, void *ud)
     return size * n;
 }
 
-/* GET path over HTTPS as client NAME (NULL: no certificate); max_tls 0 = any version. */
-static struct reply get(const char *path, const char *name, long max_tls)
+/* GET path over HTTPS as client NAME (NULL: no certificate); max_tls 0 = any version;
+ * suite: the only OpenSSL cipher suite offered (TLS 1.2), or NULL. */
+static struct reply get_with(const char *path, const char *name, long max_tls, const char *suite)
 {
     char url[128], cert[600], key[600], ca[600];
     struct reply r = {0};
@@ -70,12 +73,27 @@ static struct reply get(const char *path, const char *name, long max_tls)
     }
     if (max_tls != 0)
         curl_easy_setopt(c, CURLOPT_SSLVERSION, CURL_SSLVERSION_TLSv1_0 | max_tls);
+    if (suite != NULL) {
+        curl_easy_setopt(c, CURLOPT_SSLVERSION,
+                         CURL_SSLVERSION_TLSv1_2 | CURL_SSLVERSION_MAX_TLSv1_2);
+        curl_easy_setopt(c, CURLOPT_SSL_CIPHER_LIST, suite);
+    }
     curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body);
     curl_easy_setopt(c, CURLOPT_WRITEDATA, &r);
     r.rc = curl_easy_perform(c);
     curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &r.status);
     curl_easy_cleanup(c);
     return r;
+}
+
+static struct reply get(const char *path, const char *name, long max_tls)
+{
+    return get_with(path, name, max_tls, NULL);
+}
+
+static struct reply get_with_ciphers(const char *suite)
+{
+    return get_with("/features", NULL, 0, suite);
 }
 
 static void setup(void)
@@ -154,6 +172,55 @@ START_TEST(old_tls_is_refused)
 }
 END_TEST
 
+/* :ssl_disabled_ciphers: names OpenSSL suites; their ciphers are gone from the handshake. */
+START_TEST(disabled_ciphers_are_refused)
+{
+    struct sp_settings s;
+    struct sp_error err;
+    char yml[600], priorities[1024], why[256], cert[600], key[600], ca[600];
+    struct sp_server *strict;
+    unsigned strict_port, old_port = port;
+    struct reply r;
+
+    scratch_write(certs, "strict.yml",
+                  ":ssl_disabled_ciphers: [ECDHE-RSA-AES128-GCM-SHA256, AES256-SHA]\n"
+                  ":tls_disabled_versions: ['1.3']\n");
+    snprintf(yml, sizeof(yml), "%s/strict.yml", certs);
+    ck_assert_msg(sp_settings_load(yml, &s, &err) == 0, "%s", err.text);
+    ck_assert_int_eq(sp_tls_priorities(&s, priorities, sizeof(priorities), why, sizeof(why)), 0);
+    ck_assert_str_eq(priorities, "NORMAL:-VERS-TLS1.1:-VERS-TLS1.0:-VERS-TLS1.3:-AES-128-GCM:"
+                                 "-AES-256-CBC");
+    snprintf(cert, sizeof(cert), "%s/server.pem", certs);
+    snprintf(key, sizeof(key), "%s/server.key", certs);
+    snprintf(ca, sizeof(ca), "%s/ca.pem", certs);
+    strict = sp_server_new(1 << 20,
+                           &(struct sp_server_hooks){.ud = &settings, .authorize = sp_authorize});
+    sp_server_mount(strict, &(struct sp_mount){"", routes, NULL, 2}, 1);
+    ck_assert_msg(sp_server_listen(strict, "127.0.0.1", 0,
+                                   &(struct sp_tls){.cert_file = cert,
+                                                    .key_file = key,
+                                                    .ca_file = ca,
+                                                    .priorities = priorities},
+                                   &strict_port, &err) == 0,
+                  "%s", err.text);
+    port = strict_port;
+    ck_assert_int_ne(get_with_ciphers("ECDHE-RSA-AES128-GCM-SHA256").rc, CURLE_OK);
+    r = get_with_ciphers("ECDHE-RSA-AES256-GCM-SHA384");
+    ck_assert_int_eq(r.status, 200);
+    port = old_port;
+    sp_server_free(strict);
+    sp_settings_free(&s);
+
+    scratch_write(certs, "bad.yml", ":ssl_disabled_ciphers: [NO-SUCH-SUITE]\n");
+    snprintf(yml, sizeof(yml), "%s/bad.yml", certs);
+    ck_assert_int_eq(sp_settings_load(yml, &s, &err), 0);
+    ck_assert_int_eq(sp_tls_priorities(&s, priorities, sizeof(priorities), why, sizeof(why)),
+                     -EINVAL);
+    ck_assert_msg(strstr(why, "unknown cipher suite 'NO-SUCH-SUITE'") != NULL, "%s", why);
+    sp_settings_free(&s);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("tls");
@@ -166,6 +233,7 @@ int main(void)
     tcase_add_test(tc, client_certificates);
     tcase_add_test(tc, authorization_matrix);
     tcase_add_test(tc, old_tls_is_refused);
+    tcase_add_test(tc, disabled_ciphers_are_refused);
     suite_add_tcase(s, tc);
     failed = run_suite(s);
     curl_global_cleanup();
