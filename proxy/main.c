@@ -155,7 +155,7 @@ static int start_module(struct proxy *px, const char *name, json_t *settings,
     return rc;
 }
 
-static int check_claimed(struct proxy *px, json_t *missing);
+static void check_claimed(struct proxy *px, json_t *missing);
 
 static int start_modules(struct proxy *px)
 {
@@ -182,29 +182,28 @@ static int start_modules(struct proxy *px)
         else
             json_array_append_new(missing, json_string(name));
     }
-    return check_claimed(px, missing);
+    check_claimed(px, missing);
+    return 0;
 }
 
-/* An enabled settings.d file with no module of its name is an error unless a module read it. */
-static int check_claimed(struct proxy *px, json_t *missing)
+/* An enabled settings.d file with no module of its name, which no module read either, is
+ * someone else's (Foreman's installer writes one per smart-proxy plugin): said, then left. */
+static void check_claimed(struct proxy *px, json_t *missing)
 {
     const char *dir = sp_setting_str(px->settings, "module_directory");
     json_t *name;
     size_t k;
-    int rc = 0;
 
     json_array_foreach(missing, k, name)
     {
-        if (json_object_get(px->claimed, json_string_value(name)) != NULL)
-            continue;
-        log_msg(SP_LOG_ERROR,
-                "%s/%s.so: cannot load: No such file or directory (and no module "
-                "reads settings.d/%s.yml)",
-                dir ? dir : MODULEDIR, json_string_value(name), json_string_value(name));
-        rc = -1;
+        if (json_object_get(px->claimed, json_string_value(name)) == NULL)
+            log_msg(SP_LOG_WARNING,
+                    "settings.d/%s.yml enables '%s', but %s/%s.so does not exist and no module "
+                    "reads that file: ignored",
+                    json_string_value(name), json_string_value(name), dir ? dir : MODULEDIR,
+                    json_string_value(name));
     }
     json_decref(missing);
-    return rc;
 }
 
 /* Modules mount at "/<name>" unless their settings say ":mount:" ("/" for the standalone core). */
