@@ -114,6 +114,27 @@ static const struct df_runner_ops publisher_ops = {
 static const struct df_runner_class publisher_class = {.name = "Test::Publisher",
                                                        .ops = &publisher_ops};
 
+/* Test::GroupR (a group runner, §8.3 Parent): output for the first target only, a non-fatal
+ * exception for everyone, then an exit status of 7 for the second target and 0 for the rest. */
+static void group_exit(df_runner *r, void *arg)
+{
+    (void)arg;
+    df_runner_exit_for(r, df_runner_target(r, 1), 7);
+    df_runner_exit(r, 0);
+}
+
+static int group_start(df_runner *r)
+{
+    ck_assert_uint_eq(df_runner_target_count(r), 2);
+    df_runner_publish_for(r, df_runner_target(r, 0), "stdout", "a1", 2);
+    df_runner_exception(r, "Runner error", "boom", false);
+    df_runner_after(r, 0.05, group_exit, NULL);
+    return 0;
+}
+
+static const struct df_runner_ops group_ops = {.start = group_start};
+static const struct df_runner_class group_class = {.name = "Test::GroupR", .ops = &group_ops};
+
 /* Counts the Runner::Update events the runner actions receive. */
 static atomic_int updates;
 
@@ -140,6 +161,7 @@ static df_world *world(const char *db, double refresh, unsigned max_concurrent, 
     ck_assert_msg(df_runner_configure(w, &rc, &err) == 0, "%s", err.text);
     ck_assert_msg(df_runner_register(w, &command_class, &err) == 0, "%s", err.text);
     ck_assert_msg(df_runner_register(w, &publisher_class, &err) == 0, "%s", err.text);
+    ck_assert_msg(df_runner_register(w, &group_class, &err) == 0, "%s", err.text);
     ck_assert_msg(df_world_use(w, &counter, &err) == 0, "%s", err.text);
     ck_assert_msg(df_world_start(w, &err) == 0, "%s", err.text);
     return w;
@@ -440,6 +462,53 @@ START_TEST(concurrency_limit_queues_in_order)
 }
 END_TEST
 
+/* One runner, two collectors: output goes to its target, broadcasts to everyone; at the exit
+ * every target and the runner's own action get an update with the same timestamp. */
+START_TEST(group_runner_routes_per_target)
+{
+    df_world *w = world(NULL, 3600, 0, 0);
+    char a[DF_UUID_BUF], b[DF_UUID_BUF], runner[DF_UUID_BUF], rid[DF_UUID_BUF];
+    json_t *oa, *ob, *orun;
+
+    tu_uuid(a);
+    tu_uuid(b);
+    tu_uuid(rid);
+    ck_assert(tu_trigger_opts(w, DF_OUTPUT_COLLECTOR_CLASS, json_pack("{s:s}", "runner_id", rid),
+                              &(struct df_trigger_opts){.plan_id = a}, a, NULL));
+    ck_assert(tu_trigger_opts(w, DF_OUTPUT_COLLECTOR_CLASS, json_pack("{s:s}", "runner_id", rid),
+                              &(struct df_trigger_opts){.plan_id = b}, b, NULL));
+    ck_assert(WAIT_UNTIL(tu_step_is(w, a, 2, "suspended") && tu_step_is(w, b, 2, "suspended"), 10));
+    atomic_store(&updates, 0);
+    tu_run(w, DF_BATCH_RUNNER_CLASS,
+           json_pack("{s:{s:{s:s, s:i}, s:{s:s, s:i}}, s:s, s:s}", "targets", a,
+                     "execution_plan_id", a, "run_step_id", 2, b, "execution_plan_id", b,
+                     "run_step_id", 2, "runner_id", rid, "runner_class", "Test::GroupR"),
+           runner);
+    tu_expect(w, runner, DF_PLAN_STOPPED, DF_RESULT_SUCCESS);
+    tu_expect(w, a, DF_PLAN_STOPPED, DF_RESULT_SUCCESS);
+    tu_expect(w, b, DF_PLAN_STOPPED, DF_RESULT_ERROR);
+    ck_assert_int_eq(atomic_load(&updates), 3);
+    oa = output(w, a);
+    ob = output(w, b);
+    orun = output(w, runner);
+    ck_assert_str_eq(joined(oa, NULL), "a1Runner error: boom");
+    ck_assert_str_eq(joined(ob, NULL), "Runner error: boom");
+    ck_assert_int_eq(json_integer_value(json_object_get(oa, "exit_status")), 0);
+    ck_assert_int_eq(json_integer_value(json_object_get(ob, "exit_status")), 7);
+    ck_assert_int_eq(json_integer_value(json_object_get(orun, "exit_status")), 0);
+    ck_assert_uint_eq(json_array_size(json_object_get(orun, "result")), 0);
+    ck_assert(json_equal(json_object_get(oa, "exit_status_timestamp"),
+                         json_object_get(ob, "exit_status_timestamp")));
+    ck_assert(json_equal(json_object_get(oa, "exit_status_timestamp"),
+                         json_object_get(orun, "exit_status_timestamp")));
+    ck_assert_str_eq(tu_str(oa, "runner_id"), rid);
+    json_decref(oa);
+    json_decref(ob);
+    json_decref(orun);
+    df_world_free(w);
+}
+END_TEST
+
 /* ---- output ------------------------------------------------------------------------------ */
 
 static const char *clean(const char *in, size_t len, bool final, struct df_utf8_carry *carry)
@@ -602,6 +671,7 @@ int main(void)
     tcase_add_test(disp, refresh_batches_output);
     tcase_add_test(disp, poll_refreshes_on_demand);
     tcase_add_test(disp, concurrency_limit_queues_in_order);
+    tcase_add_test(disp, group_runner_routes_per_target);
     tcase_add_test(out, utf8_is_sanitized);
     tcase_add_test(out, split_characters_stay_whole);
     tcase_add_test(out, output_cap_truncates_once);
