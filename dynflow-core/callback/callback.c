@@ -2,6 +2,7 @@
 
 #include <curl/curl.h>
 #include <errno.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -33,6 +34,37 @@ static size_t keep_reply(char *data, size_t size, size_t n, void *ud)
     return size * n;
 }
 
+/* One HTTP client per worker thread, kept between callbacks: its connection to Foreman (and
+ * the TLS session) is reused instead of a new handshake per callback. */
+static pthread_key_t client_key;
+static pthread_once_t client_once = PTHREAD_ONCE_INIT;
+
+static void free_client(void *c)
+{
+    curl_easy_cleanup(c);
+}
+
+static void make_client_key(void)
+{
+    pthread_key_create(&client_key, free_client);
+}
+
+static CURL *thread_client(void)
+{
+    CURL *c;
+
+    pthread_once(&client_once, make_client_key);
+    c = pthread_getspecific(client_key);
+    if (c != NULL) {
+        curl_easy_reset(c); /* options go, live connections stay */
+        return c;
+    }
+    c = curl_easy_init();
+    if (c != NULL)
+        pthread_setspecific(client_key, c);
+    return c;
+}
+
 /* One POST; 0 on HTTP 200, else -1 with why (status and body, or curl's reason). */
 static int post(const df_callback *cb, const char *body, const char *request_id, char *why,
                 size_t len)
@@ -41,7 +73,7 @@ static int post(const df_callback *cb, const char *body, const char *request_id,
     struct reply r = {{0}, 0};
     char rid[128];
     long status = 0;
-    CURL *c = curl_easy_init();
+    CURL *c = thread_client();
     CURLcode rc;
 
     if (c == NULL) {
@@ -59,6 +91,7 @@ static int post(const df_callback *cb, const char *body, const char *request_id,
     curl_easy_setopt(c, CURLOPT_HTTPHEADER, headers);
     curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, keep_reply);
     curl_easy_setopt(c, CURLOPT_WRITEDATA, &r);
+    curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT, 10L);
     curl_easy_setopt(c, CURLOPT_TIMEOUT, 60L);
     curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(c, CURLOPT_SSLVERSION, (long)CURL_SSLVERSION_TLSv1_2);
@@ -70,7 +103,6 @@ static int post(const df_callback *cb, const char *body, const char *request_id,
     }
     rc = curl_easy_perform(c);
     curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
-    curl_easy_cleanup(c);
     curl_slist_free_all(headers);
     if (rc != CURLE_OK)
         snprintf(why, len, "%s", curl_easy_strerror(rc));
