@@ -164,6 +164,24 @@ void df_world_hold(df_world *w, df_plan *p)
     pthread_mutex_unlock(&w->plans_lock);
 }
 
+/* df_world_hold for a new plan: -EEXIST when a plan with its id is in memory already (two
+ * triggers with the same fixed id, e.g. Foreman retrying a launch, race no further). */
+static int hold_new(df_world *w, df_plan *p)
+{
+    int rc = 0;
+
+    pthread_mutex_lock(&w->plans_lock);
+    if (df_hash_get(w->plans, p->id) != NULL) {
+        rc = -EEXIST;
+    } else {
+        df_plan_ref(p);
+        p->in_memory = true;
+        df_hash_put(w->plans, p->id, p);
+    }
+    pthread_mutex_unlock(&w->plans_lock);
+    return rc;
+}
+
 void df_world_release(df_world *w, df_plan *p)
 {
     bool drop = false;
@@ -324,7 +342,11 @@ static int trigger(df_world *w, const char *class_name, json_t *args,
         return rc;
     }
     p = df_plan_alloc(w, o->plan_id);
-    df_world_hold(w, p);
+    if (hold_new(w, p) < 0) {
+        df_plan_unref(p);
+        json_decref(args);
+        return df_errorf(err, -EEXIST, "plan %s exists already", o->plan_id);
+    }
     pthread_mutex_lock(&p->lock);
     if (o->delayed || o->blocked_by != NULL || o->frozen) {
         if (caller != NULL) {

@@ -283,6 +283,54 @@ START_TEST(planning_errors)
 }
 END_TEST
 
+struct racer {
+    df_world *w;
+    const char *id;
+    pthread_barrier_t *go;
+    int rc;
+};
+
+static void *race_trigger(void *arg)
+{
+    struct racer *r = arg;
+    struct df_trigger_opts opts = {.plan_id = r->id};
+    char out[DF_UUID_BUF];
+    df_error err;
+
+    pthread_barrier_wait(r->go);
+    r->rc = df_trigger(r->w, "Ok", json_object(), &opts, out, NULL, &err);
+    return NULL;
+}
+
+/* Eight triggers with one fixed id at the same moment (Foreman retrying a launch): one plan. */
+START_TEST(racing_triggers_with_one_id_make_one_plan)
+{
+    df_world *w = world();
+    char id[DF_UUID_BUF];
+    pthread_t t[8];
+    struct racer r[8];
+    pthread_barrier_t go;
+    int created = 0;
+
+    tu_uuid(id);
+    pthread_barrier_init(&go, NULL, 8);
+    for (int i = 0; i < 8; i++) {
+        r[i] = (struct racer){w, id, &go, 0};
+        pthread_create(&t[i], NULL, race_trigger, &r[i]);
+    }
+    for (int i = 0; i < 8; i++) {
+        pthread_join(t[i], NULL);
+        ck_assert(r[i].rc == 0 || r[i].rc == -EEXIST);
+        created += r[i].rc == 0;
+    }
+    pthread_barrier_destroy(&go);
+    ck_assert_int_eq(created, 1);
+    tu_expect(w, id, DF_PLAN_STOPPED, DF_RESULT_SUCCESS);
+    ck_assert_int_eq(atomic_load(&ok_runs), 1);
+    df_world_free(w);
+}
+END_TEST
+
 START_TEST(trigger_refuses_bad_requests)
 {
     df_world *w = world();
@@ -2214,6 +2262,7 @@ static Suite *engine_suite(void)
     tcase_add_test(tc, trigger_plans_in_the_callers_thread);
     tcase_add_test(tc, planning_errors);
     tcase_add_test(tc, trigger_refuses_bad_requests);
+    tcase_add_test(tc, racing_triggers_with_one_id_make_one_plan);
     tcase_add_test(tc, output_references_are_dereferenced_at_run);
     tcase_add_test(tc, independent_actions_run_in_parallel);
     tcase_add_test(tc, finalize_runs_in_order_after_the_run_phase);
