@@ -737,6 +737,10 @@ int df_world_event(df_world *w, const char *plan_id, int step_id, const df_event
         json_decref(data);
         rc = df_errorf(err, -EINVAL, "plan %s is %s: only a running plan receives events", p->id,
                        df_plan_state_name(p->state));
+    } else if (delay_s > 0 && (df_plan_step(p, step_id) == NULL ||
+                               df_plan_step(p, step_id)->kind != DF_STEP_RUN_KIND)) {
+        json_decref(data);
+        rc = df_errorf(err, -ENOENT, "plan %s has no run step %d", p->id, step_id);
     } else if (delay_s > 0) {
         struct df_timer t = {.due = df_now_us() + (int64_t)(delay_s * 1e6),
                              .type = DF_TIMER_EVENT,

@@ -731,9 +731,11 @@ START_TEST(delayed_events_use_timers)
     tu_run(w, "SelfEvent", json_pack("{s:f}", "delay", 0.3), id);
     ck_assert_double_ge(out_real(w, id, "got_at") - out_real(w, id, "sent_at"), 0.29);
 
-    /* df_world_event with a delay */
+    /* df_world_event with a delay; to a step that does not exist it is refused at once */
     ck_assert(tu_trigger_opts(w, "Wait", json_object(), NULL, id, NULL));
     ck_assert(wait_until(suspended(w, id, 2), 10));
+    ck_assert_int_eq(df_world_event(w, id, 99, &(df_event){DF_EVENT_USER, NULL}, 0.3, NULL),
+                     -ENOENT);
     sent = tu_now();
     tu_event(w, id, 2, DF_EVENT_USER, NULL, 0.3);
     tu_expect(w, id, DF_PLAN_STOPPED, DF_RESULT_SUCCESS);
