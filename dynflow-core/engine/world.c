@@ -230,23 +230,40 @@ df_plan *df_world_plan(df_world *w, const char *id, bool keep)
     return p;
 }
 
+static bool blocked_by(df_plan *p, const char *id)
+{
+    struct df_delayed *d = p->delayed;
+
+    if (p->state != DF_PLAN_SCHEDULED || d == NULL)
+        return false;
+    for (size_t i = 0; i < d->n_blocked_by; i++)
+        if (strcmp(d->blocked_by[i], id) == 0)
+            return true;
+    return false;
+}
+
+/* Plans chained to the one that stopped get a start attempt, which checks again under the
+ * plan's lock.  A plan whose lock is busy gets one anyway: a needless attempt is harmless, and
+ * waiting for its lock here (under the table's lock) could deadlock. */
 static void start_unblocked(void *ud, const char *key, void *value)
 {
     df_plan *stopped = ud, *p = value;
-    struct df_delayed *d = p->delayed;
+    bool start = true;
 
     (void)key;
-    if (p->state != DF_PLAN_SCHEDULED || d == NULL)
+    if (p == stopped)
         return;
-    for (size_t i = 0; i < d->n_blocked_by; i++)
-        if (strcmp(d->blocked_by[i], stopped->id) == 0) {
-            struct df_work *wk = df_calloc(1, sizeof(*wk));
-            wk->type = DF_WORK_START_DELAYED;
-            df_plan_ref(p);
-            wk->plan = p;
-            df_queue_push(p->w->queues[0], wk);
-            return;
-        }
+    if (pthread_mutex_trylock(&p->lock) == 0) {
+        start = blocked_by(p, stopped->id);
+        pthread_mutex_unlock(&p->lock);
+    }
+    if (start) {
+        struct df_work *wk = df_calloc(1, sizeof(*wk));
+        wk->type = DF_WORK_START_DELAYED;
+        df_plan_ref(p);
+        wk->plan = p;
+        df_queue_push(p->w->queues[0], wk);
+    }
 }
 
 void df_world_notify_finished(df_world *w, df_plan *p)
@@ -439,11 +456,15 @@ static char *prerequisites(df_world *w, struct df_delayed *d)
 
 void df_plan_start_delayed(df_world *w, df_plan *p)
 {
-    struct df_delayed *d = p->delayed;
-    char *failed = d != NULL && d->n_blocked_by > 0 ? prerequisites(w, d) : df_strdup("");
+    struct df_delayed *d;
+    char *failed;
     int64_t now = df_now_us();
     char msg[DF_ERROR_TEXT];
 
+    pthread_mutex_lock(&p->lock);
+    d = p->delayed;
+    pthread_mutex_unlock(&p->lock);
+    failed = d != NULL && d->n_blocked_by > 0 ? prerequisites(w, d) : df_strdup("");
     pthread_mutex_lock(&p->lock);
     if (p->state != DF_PLAN_SCHEDULED || d == NULL || d->frozen) {
         /* cancelled, started already, or waiting to be unfrozen */
