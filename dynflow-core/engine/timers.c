@@ -63,6 +63,12 @@ void df_timers_add(df_world *w, const struct df_timer *tm)
         df_writer_timer_put(w, &copy);
     }
     pthread_mutex_lock(&w->timers.lock);
+    if (w->timers.stop) {
+        /* shutting down: a durable timer is in the database already, the rest ends here */
+        pthread_mutex_unlock(&w->timers.lock);
+        json_decref(copy.data);
+        return;
+    }
     heap_push(&w->timers, &copy);
     pthread_cond_signal(&w->timers.cond);
     pthread_mutex_unlock(&w->timers.lock);
