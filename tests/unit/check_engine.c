@@ -2255,6 +2255,56 @@ START_TEST(action_history_in_every_phase)
 }
 END_TEST
 
+/* ---- output chunks ------------------------------------------------------------------- */
+
+static int chunky_run(df_action *a, const df_event *ev)
+{
+    (void)ev;
+    df_action_output_chunk(a, json_string("first"), "stdout", 0);
+    df_action_output_chunk(a, json_pack("{s:i}", "n", 2), NULL, 0);
+    if (json_is_true(json_object_get(df_action_input(a), "drop"))) {
+        df_action_drop_chunks(a);
+        df_action_output_chunk(a, json_string("after drop"), "stderr", 0);
+    }
+    return 0;
+}
+
+/* What the proxy's runner action does: the result is assembled from the chunks. */
+static void chunky_present(df_action *a, json_t *output)
+{
+    json_t *chunks = df_action_stored_chunks(a), *c, *result = json_array();
+    size_t i;
+
+    json_array_foreach(chunks, i, c) json_array_append(result, json_object_get(c, "chunk"));
+    json_object_set_new(output, "result", result);
+    json_decref(chunks);
+}
+
+START_TEST(output_chunks)
+{
+    static const struct df_action_class classes[] = {
+        {.name = "Chunky", .run = chunky_run, .present = chunky_present},
+    };
+    df_world *w = tu_world(NULL, classes, 1);
+    char kept[DF_UUID_BUF], dropped[DF_UUID_BUF];
+    json_t *a;
+
+    snprintf(kept, sizeof(kept), "%s", tu_trigger(w, "Chunky", json_object()));
+    snprintf(dropped, sizeof(dropped), "%s",
+             tu_trigger(w, "Chunky", json_pack("{s:b}", "drop", 1)));
+    tu_wait(w, kept);
+    tu_wait(w, dropped);
+    df_world_sync(w); /* stopped plans now come back from the database */
+    a = tu_action(w, kept, 1);
+    tu_flow_eq(json_object_get(json_object_get(a, "output"), "result"), "[\"first\",{\"n\":2}]");
+    json_decref(a);
+    a = tu_action(w, dropped, 1);
+    tu_flow_eq(json_object_get(json_object_get(a, "output"), "result"), "[\"after drop\"]");
+    json_decref(a);
+    df_world_free(w);
+}
+END_TEST
+
 static Suite *engine_suite(void)
 {
     Suite *s = suite_create("engine");
@@ -2265,6 +2315,7 @@ static Suite *engine_suite(void)
     tcase_add_test(tc, planning_errors);
     tcase_add_test(tc, trigger_refuses_bad_requests);
     tcase_add_test(tc, racing_triggers_with_one_id_make_one_plan);
+    tcase_add_test(tc, output_chunks);
     tcase_add_test(tc, output_references_are_dereferenced_at_run);
     tcase_add_test(tc, independent_actions_run_in_parallel);
     tcase_add_test(tc, finalize_runs_in_order_after_the_run_phase);

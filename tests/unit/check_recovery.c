@@ -6,6 +6,7 @@
  */
 #include <fcntl.h>
 #include <signal.h>
+#include <sqlite3.h>
 #include <sys/wait.h>
 
 #include "testutil.h"
@@ -500,6 +501,47 @@ START_TEST(clean_restart_keeps_plans)
 }
 END_TEST
 
+/* A damaged database: a plan whose rows do not fit together is refused, not loaded, and
+ * recovery goes on with the others. */
+START_TEST(damaged_rows_are_refused)
+{
+    char db[1024], quick[DF_UUID_BUF], waiting[DF_UUID_BUF];
+    struct df_world_config cfg;
+    struct df_plan_info info;
+    char sql[512];
+    sqlite3 *conn;
+    df_world *w;
+
+    tu_db_path(db, sizeof(db), "damaged");
+    snprintf(marker, sizeof(marker), "%s.marker", db);
+    cfg = (struct df_world_config){.database = db};
+    w = tu_world(&cfg, classes, N_CLASSES);
+    tu_run(w, "Quick", json_object(), quick);
+    ck_assert(tu_trigger_opts(w, "Wait", json_object(), NULL, waiting, NULL));
+    ck_assert(wait_until(tu_step_is(w, waiting, 2, "suspended"), 10));
+    df_world_free(w);
+
+    ck_assert_int_eq(sqlite3_open(db, &conn), SQLITE_OK);
+    snprintf(sql, sizeof(sql),
+             "UPDATE dynflow_steps SET action_id = 99 WHERE id = 2 AND "
+             "execution_plan_uuid = '%s';"
+             "UPDATE dynflow_execution_plans SET state = 'running' WHERE uuid = '%s';",
+             quick, quick);
+    ck_assert_int_eq(sqlite3_exec(conn, sql, NULL, NULL, NULL), SQLITE_OK);
+    sqlite3_close(conn);
+
+    w = tu_world(&cfg, classes, N_CLASSES);
+    ck_assert_ptr_null(df_plan_json(w, quick, DF_JSON_ACTIONS));
+    ck_assert_int_eq(df_plan_get_info(w, quick, &info), -ENOENT);
+    ck_assert(wait_until(tu_step_is(w, waiting, 2, "suspended"), 10));
+    tu_event(w, waiting, 2, DF_EVENT_USER, NULL, 0);
+    tu_expect(w, waiting, DF_PLAN_STOPPED, DF_RESULT_SUCCESS);
+    df_world_free(w);
+    tu_db_remove(db);
+    unlink(marker);
+}
+END_TEST
+
 static Suite *recovery_suite(void)
 {
     Suite *s = suite_create("recovery");
@@ -508,6 +550,7 @@ static Suite *recovery_suite(void)
     tcase_set_timeout(tc, 40);
     tcase_add_test(tc, kill_and_recover);
     tcase_add_test(tc, clean_restart_keeps_plans);
+    tcase_add_test(tc, damaged_rows_are_refused);
     suite_add_tcase(s, tc);
     return s;
 }
