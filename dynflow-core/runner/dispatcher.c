@@ -323,17 +323,74 @@ static void runner_free(df_runner *r)
     free(r);
 }
 
+void df_runner_defer(df_runner *r)
+{
+    r->deferred = true;
+}
+
+static void fd_retry(df_runner *r, void *arg)
+{
+    struct df_dispatcher *d = arg;
+
+    (void)r;
+    d->fd_short = false;
+}
+
+static void drop_watches_and_timers(struct df_dispatcher *d, df_runner *r)
+{
+    while (r->watches != NULL) {
+        struct df_watch *wt = r->watches;
+        r->watches = wt->next;
+        df_loop_unwatch(d, wt);
+    }
+    while (r->timers != NULL)
+        df_loop_cancel(d, r->timers);
+}
+
+/* Out of descriptors: the runner waits at the head of the queue until another runner closes
+ * (or a second passes, when none runs); it is delayed, not failed. */
+static void requeue(struct df_dispatcher *d, df_runner *r)
+{
+    r->deferred = false;
+    df_proc_orphan_all(r);
+    drop_watches_and_timers(d, r);
+    if (r->cls->ops->close != NULL)
+        r->cls->ops->close(r);
+    r->data = NULL;
+    json_array_clear(r->rx[0].records);
+    r->output_bytes = 0;
+    r->state = DF_RUNNER_WAITING;
+    d->n_active--;
+    r->next_waiting = d->wait_head;
+    d->wait_head = r;
+    if (d->wait_tail == NULL)
+        d->wait_tail = r;
+    d->n_waiting++;
+    if (!d->fd_short)
+        dlog(d, DF_LOG_WARNING,
+             "runners: out of file descriptors (%u in use by runners); runner %s waits",
+             d->fds_used, r->id);
+    d->fd_short = true;
+    if (d->n_active == 0)
+        df_loop_after(d, NULL, 1, fd_retry, d, NULL);
+}
+
 static void activate(struct df_dispatcher *d, df_runner *r)
 {
+    int rc;
+
     r->state = DF_RUNNER_ACTIVE;
     d->n_active++;
-    if (r->cls->ops->start(r) < 0 && !r->exited)
+    rc = r->cls->ops->start(r);
+    if (r->deferred && !r->exited)
+        requeue(d, r);
+    else if (rc < 0 && !r->exited)
         df_runner_exception(r, "Runner error", "the runner failed to start", true);
 }
 
 static void start_waiting(struct df_dispatcher *d)
 {
-    while (d->wait_head != NULL && d->n_active < d->cfg.max_concurrent &&
+    while (d->wait_head != NULL && d->n_active < d->cfg.max_concurrent && !d->fd_short &&
            d->fds_used + FDS_PER_RUNNER <= d->fd_budget && !d->stopping) {
         df_runner *r = d->wait_head;
         d->wait_head = r->next_waiting;
@@ -364,13 +421,8 @@ static void remove_waiting(struct df_dispatcher *d, df_runner *r)
 static void runner_close(struct df_dispatcher *d, df_runner *r)
 {
     df_proc_orphan_all(r);
-    while (r->watches != NULL) {
-        struct df_watch *wt = r->watches;
-        r->watches = wt->next;
-        df_loop_unwatch(d, wt);
-    }
-    while (r->timers != NULL)
-        df_loop_cancel(d, r->timers);
+    drop_watches_and_timers(d, r);
+    d->fd_short = false; /* its descriptors are free now */
     if (r->state != DF_RUNNER_WAITING && r->cls->ops->close != NULL)
         r->cls->ops->close(r);
     if (r->state == DF_RUNNER_WAITING)

@@ -71,7 +71,8 @@ struct df_runner {
     bool exited;
     int exit_status;
     double exit_ts;
-    bool urgent; /* deliver at the end of this loop round */
+    bool urgent;   /* deliver at the end of this loop round */
+    bool deferred; /* start found no descriptors: back to the queue */
     bool progress_set;
     double progress;
     json_t *output_data; /* output.data keys set since the last update */
@@ -118,10 +119,13 @@ struct df_dispatcher {
     struct df_action_class **classes; /* the runner classes' action classes */
     size_t n_classes;
     unsigned fd_budget; /* descriptors runners may hold */
+    bool fd_short;      /* a start ran out of descriptors: wait for a runner to close */
     unsigned fds_used;
 };
 
 /* ---- dispatcher.c ---------------------------------------------------------- */
+/* The runner's start found no free descriptor: it goes back to the head of the queue. */
+void df_runner_defer(df_runner *r);
 void df_runner_mark_urgent(df_runner *r);
 /* Adds a receiver; returns its index. */
 size_t df_runner_add_receiver(df_runner *r, const char *key, const char *plan_id, int step_id);

@@ -41,6 +41,7 @@ struct df_proc {
     int status;
     bool killing;
     uint64_t kill_timer;
+    struct df_rtimer *reap_timer; /* no pidfd (out of descriptors): waitpid every 100 ms */
     struct df_proc *next;
 };
 
@@ -72,6 +73,8 @@ static void proc_free(struct df_proc *p)
     close_fd(p, &p->pidfd, &p->watch_pid);
     if (p->kill_timer != 0 && p->r != NULL)
         df_runner_cancel_timer(p->r, p->kill_timer);
+    if (p->reap_timer != NULL)
+        df_loop_cancel(p->d, p->reap_timer);
     free(p->pending);
     free(p->argv0);
     free(p);
@@ -172,6 +175,17 @@ static void reap_ready(df_runner *r, int fd, uint32_t events, void *arg)
         drain(p, s);
     close_fd(p, &p->in, &p->watch_in);
     maybe_done(p);
+}
+
+static void reap_poll(df_runner *r, void *arg)
+{
+    struct df_proc *p = arg;
+
+    (void)r;
+    p->reap_timer = NULL;
+    reap_ready(p->r, -1, 0, p);
+    if (!p->reaped)
+        df_loop_after(p->d, NULL, 0.1, reap_poll, p, &p->reap_timer);
 }
 
 static void stdin_ready(df_runner *r, int fd, uint32_t events, void *arg)
@@ -407,8 +421,10 @@ static int watch_all(struct df_proc *p)
             rc = df_loop_watch(p->d, p->r, p->out[s], EPOLLIN, output_ready, p, &p->watch_out[s]);
     if (rc == 0 && p->in >= 0 && (rc = set_nonblocking(p->in)) == 0)
         rc = df_loop_watch(p->d, p->r, p->in, 0, stdin_ready, p, &p->watch_in);
-    if (rc == 0)
+    if (rc == 0 && p->pidfd >= 0)
         rc = df_loop_watch(p->d, p->r, p->pidfd, EPOLLIN, reap_ready, p, &p->watch_pid);
+    else if (rc == 0)
+        df_loop_after(p->d, NULL, 0.1, reap_poll, p, &p->reap_timer);
     return rc;
 }
 
@@ -429,6 +445,11 @@ int df_proc_spawn(df_runner *r, const struct df_proc_spec *spec, df_proc **out)
         rc = spawn(spec, &fa, &pid);
     posix_spawn_file_actions_destroy(&fa);
     close_child_ends(d, &c);
+    if (rc == -EMFILE || rc == -ENFILE) {
+        undo(d, &c);
+        df_runner_defer(r); /* nothing started: it starts again when descriptors are free */
+        return rc;
+    }
     if (rc < 0) {
         char why[256];
         undo(d, &c);
@@ -451,7 +472,7 @@ int df_proc_spawn(df_runner *r, const struct df_proc_spec *spec, df_proc **out)
         fds_used(d, 1);
     p->next = r->procs;
     r->procs = p;
-    rc = p->pidfd < 0 ? -errno : watch_all(p);
+    rc = watch_all(p);
     if (rc < 0) { /* the process runs but cannot be watched: stop it */
         df_runner_exception(r, context, strerror(-rc), true);
         df_proc_orphan_all(r);

@@ -6,6 +6,7 @@
  */
 #include <fcntl.h>
 #include <signal.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 
 #include "dynflow/runner.h"
@@ -509,6 +510,54 @@ START_TEST(group_runner_routes_per_target)
 }
 END_TEST
 
+/* In a child process with 64 descriptors, all of them taken: runners wait instead of failing,
+ * and run once descriptors are free again.  Exit code 0 when they did. */
+static int starved_child(void)
+{
+    struct rlimit rl = {64, 64};
+    int held[64], n = 0, fd;
+    char ids[3][DF_UUID_BUF];
+    struct df_runner_stats st = {0};
+    df_world *w;
+    bool planned;
+
+    if (setrlimit(RLIMIT_NOFILE, &rl) < 0)
+        return 10;
+    w = world(NULL, 0.05, 0, 0);
+    while (n < 64 && (fd = dup(0)) >= 0)
+        held[n++] = fd;
+    for (int i = 0; i < 3; i++)
+        if (df_trigger(w, "Test::Command", json_pack("{s:[s,s,s]}", "argv", "sh", "-c", "echo ok"),
+                       NULL, ids[i], &planned, NULL) < 0)
+            return 11;
+    if (!WAIT_UNTIL(df_runner_stats(w, &st) == 0 && st.waiting == 3 && st.active == 0, 10))
+        return 12;
+    for (int i = 0; i < 3; i++)
+        if (tu_state(w, ids[i]) != DF_PLAN_RUNNING)
+            return 13;
+    while (n > 0)
+        close(held[--n]);
+    for (int i = 0; i < 3; i++) {
+        struct df_plan_info info;
+        if (df_plan_wait(w, ids[i], 20, &info) < 0 || info.result != DF_RESULT_SUCCESS)
+            return 14;
+    }
+    df_world_free(w);
+    return 0;
+}
+
+START_TEST(out_of_descriptors_delays_runners)
+{
+    pid_t pid = fork();
+    int status;
+
+    if (pid == 0)
+        _exit(starved_child());
+    ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+    ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0, "child: status %d", status);
+}
+END_TEST
+
 /* ---- output ------------------------------------------------------------------------------ */
 
 static const char *clean(const char *in, size_t len, bool final, struct df_utf8_carry *carry)
@@ -672,6 +721,7 @@ int main(void)
     tcase_add_test(disp, poll_refreshes_on_demand);
     tcase_add_test(disp, concurrency_limit_queues_in_order);
     tcase_add_test(disp, group_runner_routes_per_target);
+    tcase_add_test(disp, out_of_descriptors_delays_runners);
     tcase_add_test(out, utf8_is_sanitized);
     tcase_add_test(out, split_characters_stay_whole);
     tcase_add_test(out, output_cap_truncates_once);
