@@ -117,6 +117,40 @@ START_TEST(settings_without_a_module_are_ignored)
 END_TEST
 
 /* SIGHUP applies new trusted hosts at once; SIGUSR1 reopens a rotated log file. */
+/* Each key of settings.d/dynflow.yml with a wrong type stops the start, naming file and key. */
+static const struct {
+    const char *line, *message;
+} bad_dynflow[] = {
+    {":database: [a, b]\n", ":database: must be a string"},
+    {":console_auth: sometimes\n", ":console_auth: must be true or false"},
+    {":execution_plan_cleaner_age: soon\n", ":execution_plan_cleaner_age: must be a number"},
+    {":pool_size: -1\n", ":pool_size: must be a number"},
+    {":plugin_directory: 42\n", ":plugin_directory: must be a string"},
+    {":max_concurrent_runners: lots\n", ":max_concurrent_runners: must be a number"},
+    {":runner_refresh_interval: often\n", ":runner_refresh_interval: must be a number"},
+};
+
+START_TEST(bad_dynflow_settings_are_refused)
+{
+    char settings[256], dynflow[256], expected[256];
+    int fd;
+    pid_t pid;
+    const char *out;
+
+    snprintf(settings, sizeof(settings), ":http_port: %u\n:module_directory: %s\n", free_port(),
+             getenv("DYNFLOW_MODULE_DIR"));
+    scratch_write(workdir, "settings.yml", settings);
+    snprintf(dynflow, sizeof(dynflow), ":enabled: true\n%s", bad_dynflow[_i].line);
+    scratch_write(workdir, "settings.d/dynflow.yml", dynflow);
+    pid = start(NULL, &fd);
+    snprintf(expected, sizeof(expected), "settings.d/dynflow.yml: %s", bad_dynflow[_i].message);
+    out = read_until(fd, expected);
+    ck_assert_msg(strstr(out, expected) != NULL, "%s", out);
+    ck_assert_int_eq(finish(pid), 1);
+    close(fd);
+}
+END_TEST
+
 START_TEST(reload_and_log_rotation)
 {
     char settings[1024], log[600], rotated[600];
@@ -177,6 +211,8 @@ int main(void)
     tcase_add_test(tc, serves_and_stops);
     tcase_add_test(tc, settings_without_a_module_are_ignored);
     tcase_add_test(tc, reload_and_log_rotation);
+    tcase_add_loop_test(tc, bad_dynflow_settings_are_refused, 0,
+                        sizeof(bad_dynflow) / sizeof(bad_dynflow[0]));
     suite_add_tcase(s, tc);
     failed = run_suite(s);
     curl_global_cleanup();
