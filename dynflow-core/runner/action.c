@@ -10,6 +10,7 @@
  * OutputCollector per host only waits for what the shared runner sends it,
  * and one BatchRunner starts the group runner for all of them.
  */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -116,18 +117,25 @@ static int process_update(df_action *a, const json_t *update)
     return 0;
 }
 
+/* The run step ends with "EXCEPTION" and one debug record saying why (Update.encode_exception). */
+static int end_with_exception(df_action *a, const char *text)
+{
+    double now = (double)df_now_us() / 1e6;
+    json_t *records =
+        json_pack("[{s:s, s:s, s:f}]", "output_type", "debug", "output", text, "timestamp", now);
+    json_t *exception = json_string("EXCEPTION");
+
+    finish(a, records, exception, now);
+    json_decref(records);
+    json_decref(exception);
+    return 0;
+}
+
 /* A runner that had started before a restart is not started again (§8.5 is silent; we must not
  * run a job twice): it ends with "EXCEPTION" and says why. */
 static int restarted(df_action *a)
 {
-    json_t *records = json_pack("[{s:s, s:s, s:f}]", "output_type", "debug", "output",
-                                RESTARTED_MESSAGE, "timestamp", (double)df_now_us() / 1e6);
-    json_t *exception = json_string("EXCEPTION");
-
-    finish(a, records, exception, (double)df_now_us() / 1e6);
-    json_decref(records);
-    json_decref(exception);
-    return 0;
+    return end_with_exception(a, RESTARTED_MESSAGE);
 }
 
 static void init_output(df_action *a, const char *runner_id)

@@ -143,13 +143,16 @@ bool df_runner_exited(const df_runner *r)
     return r->exited;
 }
 
-void df_runner_exception(df_runner *r, const char *context, const char *message, bool fatal)
+void df_runner_exception(df_runner *r, const char *context, const char *kind, const char *message,
+                         bool fatal)
 {
-    df_runner_log(r, fatal ? DF_LOG_ERROR : DF_LOG_WARNING, "%s: %s", context, message);
+    if (kind == NULL)
+        kind = "RuntimeError";
+    df_runner_log(r, fatal ? DF_LOG_ERROR : DF_LOG_WARNING, "%s: %s - %s", context, kind, message);
     for (size_t i = 0; i < r->n_rx; i++) /* a group runner tells every target (§8.3) */
         if (r->n_rx == 1 || r->rx[i].key != NULL) {
             char *text = NULL;
-            int n = asprintf(&text, "%s: %s", context, message);
+            int n = asprintf(&text, "%s: %s - %s", context, kind, message);
             if (n < 0)
                 abort();
             df_output_record(r, &r->rx[i], "debug", text, (size_t)n);
@@ -385,7 +388,7 @@ static void activate(struct df_dispatcher *d, df_runner *r)
     if (r->deferred && !r->exited)
         requeue(d, r);
     else if (rc < 0 && !r->exited)
-        df_runner_exception(r, "Runner error", "the runner failed to start", true);
+        df_runner_exception(r, "Runner error", NULL, "the runner failed to start", true);
 }
 
 static void start_waiting(struct df_dispatcher *d)

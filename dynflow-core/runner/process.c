@@ -428,6 +428,17 @@ static int watch_all(struct df_proc *p)
     return rc;
 }
 
+/* "Error running command '<argv joined by spaces>'", as upstream's ProcessManagerCommand says. */
+static void command_context(const char *const *argv, char *out, size_t len)
+{
+    size_t n = (size_t)snprintf(out, len, "Error running command '");
+
+    for (size_t i = 0; argv[i] != NULL && n < len; i++)
+        n += (size_t)snprintf(out + n, len - n, "%s%s", i > 0 ? " " : "", argv[i]);
+    if (n < len)
+        snprintf(out + n, len - n, "'");
+}
+
 int df_proc_spawn(df_runner *r, const struct df_proc_spec *spec, df_proc **out)
 {
     struct df_dispatcher *d = r->d;
@@ -438,7 +449,7 @@ int df_proc_spawn(df_runner *r, const struct df_proc_spec *spec, df_proc **out)
     pid_t pid;
     int rc;
 
-    snprintf(context, sizeof(context), "Error running command '%s'", spec->argv[0]);
+    command_context(spec->argv, context, sizeof(context));
     posix_spawn_file_actions_init(&fa);
     rc = child_io(d, spec, &c, &fa);
     if (rc == 0)
@@ -454,7 +465,7 @@ int df_proc_spawn(df_runner *r, const struct df_proc_spec *spec, df_proc **out)
         char why[256];
         undo(d, &c);
         snprintf(why, sizeof(why), "%s - %s", strerror(-rc), spec->argv[0]);
-        df_runner_exception(r, context, why, true);
+        df_runner_exception(r, context, NULL, why, true);
         return rc;
     }
     p = df_calloc(1, sizeof(*p));
@@ -474,7 +485,7 @@ int df_proc_spawn(df_runner *r, const struct df_proc_spec *spec, df_proc **out)
     r->procs = p;
     rc = watch_all(p);
     if (rc < 0) { /* the process runs but cannot be watched: stop it */
-        df_runner_exception(r, context, strerror(-rc), true);
+        df_runner_exception(r, context, NULL, strerror(-rc), true);
         df_proc_orphan_all(r);
         return rc;
     }

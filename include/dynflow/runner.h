@@ -31,7 +31,7 @@ typedef struct df_proc df_proc;
 #define DF_EXIT_EXCEPTION INT32_MIN
 
 struct df_runner_ops {
-    /* Starts the job: 0, or -1 after df_runner_exception(..., true). */
+    /* Starts the job: 0, or -1 after a fatal df_runner_exception(). */
     int (*start)(df_runner *r);
     /* Optional: called once per refresh interval while the runner lives. */
     void (*refresh)(df_runner *r);
@@ -75,8 +75,10 @@ void df_runner_publish(df_runner *r, const char *type, const char *buf, size_t l
 /* One record of text; type NULL is "debug". */
 void df_runner_publish_text(df_runner *r, const char *type, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
-/* "<context>: <message>" as a debug record; fatal also ends the runner with "EXCEPTION". */
-void df_runner_exception(df_runner *r, const char *context, const char *message, bool fatal);
+/* "<context>: <kind> - <message>" as a debug record (upstream's publish_exception; kind NULL is
+ * "RuntimeError"); fatal also ends the runner with "EXCEPTION". */
+void df_runner_exception(df_runner *r, const char *context, const char *kind, const char *message,
+                         bool fatal);
 /* Ends the runner with an exit status (or DF_EXIT_EXCEPTION); later output is dropped. */
 void df_runner_exit(df_runner *r, int status);
 bool df_runner_exited(const df_runner *r);
@@ -132,8 +134,9 @@ struct df_proc_spec {
 };
 
 /* Starts a process in a session of its own.  When the command cannot start
- * (ENOENT, EACCES …) a debug record "Error running command '<argv[0]>': …"
- * is published, the runner ends with "EXCEPTION" and a negative errno returns. */
+ * (ENOENT, EACCES …) a debug record "Error running command '<argv>': RuntimeError - …"
+ * is published, the runner ends with "EXCEPTION" and a negative errno returns.  Out of
+ * descriptors, nothing is published: the runner waits for free ones and starts again. */
 int df_proc_spawn(df_runner *r, const struct df_proc_spec *spec, df_proc **out);
 /* Queues bytes for stdin (stdin_pipe). */
 int df_proc_write(df_proc *p, const void *buf, size_t len);

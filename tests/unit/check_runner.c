@@ -128,7 +128,7 @@ static int group_start(df_runner *r)
 {
     ck_assert_uint_eq(df_runner_target_count(r), 2);
     df_runner_publish_for(r, df_runner_target(r, 0), "stdout", "a1", 2);
-    df_runner_exception(r, "Runner error", "boom", false);
+    df_runner_exception(r, "Runner error", NULL, "boom", false);
     df_runner_after(r, 0.05, group_exit, NULL);
     return 0;
 }
@@ -239,8 +239,8 @@ START_TEST(missing_command_is_an_exception)
     out = output(w, id);
     ck_assert_str_eq(tu_str(out, "exit_status"), "EXCEPTION");
     ck_assert_str_eq(joined(out, "debug"),
-                     "Error running command '/nonexistent/command': No such file or directory - "
-                     "/nonexistent/command");
+                     "Error running command '/nonexistent/command': RuntimeError - No such file or "
+                     "directory - /nonexistent/command");
     json_decref(out);
     df_world_free(w);
 }
@@ -492,8 +492,8 @@ START_TEST(group_runner_routes_per_target)
     oa = output(w, a);
     ob = output(w, b);
     orun = output(w, runner);
-    ck_assert_str_eq(joined(oa, NULL), "a1Runner error: boom");
-    ck_assert_str_eq(joined(ob, NULL), "Runner error: boom");
+    ck_assert_str_eq(joined(oa, NULL), "a1Runner error: RuntimeError - boom");
+    ck_assert_str_eq(joined(ob, NULL), "Runner error: RuntimeError - boom");
     ck_assert_int_eq(json_integer_value(json_object_get(oa, "exit_status")), 0);
     ck_assert_int_eq(json_integer_value(json_object_get(ob, "exit_status")), 7);
     ck_assert_int_eq(json_integer_value(json_object_get(orun, "exit_status")), 0);
