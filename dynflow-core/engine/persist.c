@@ -462,7 +462,8 @@ void df_writer_stop(df_world *w)
 
 static json_t *load_json(const char *text)
 {
-    return text != NULL ? json_loads(text, JSON_DECODE_ANY, NULL) : NULL;
+    /* JSON_ALLOW_NUL: command output may hold NUL bytes, stored as \u0000 */
+    return text != NULL ? json_loads(text, JSON_DECODE_ANY | JSON_ALLOW_NUL, NULL) : NULL;
 }
 
 static void load_ints(const char *text_or_null, json_t *arr, struct df_ints *out)

@@ -228,6 +228,25 @@ START_TEST(stdout_stderr_and_exit_code)
 }
 END_TEST
 
+/* NUL bytes in output are output too: stored as \u0000 and read back from the database. */
+START_TEST(nul_bytes_survive_storage)
+{
+    df_world *w = world(NULL, 0.05, 0, 0);
+    char id[DF_UUID_BUF];
+    json_t *out, *rec;
+
+    run_command(w, id, json_pack("{s:[s,s,s]}", "argv", "sh", "-c", "printf 'a\\000b'"));
+    tu_expect(w, id, DF_PLAN_STOPPED, DF_RESULT_SUCCESS);
+    df_world_sync(w); /* stopped plans now come back from the database */
+    out = output(w, id);
+    rec = json_object_get(json_array_get(json_object_get(out, "result"), 0), "output");
+    ck_assert_uint_eq(json_string_length(rec), 3);
+    ck_assert_int_eq(memcmp(json_string_value(rec), "a\0b", 3), 0);
+    json_decref(out);
+    df_world_free(w);
+}
+END_TEST
+
 START_TEST(missing_command_is_an_exception)
 {
     df_world *w = world(NULL, 0.05, 0, 0);
@@ -713,6 +732,7 @@ int main(void)
 
     tcase_add_test(proc, stdout_stderr_and_exit_code);
     tcase_add_test(proc, missing_command_is_an_exception);
+    tcase_add_test(proc, nul_bytes_survive_storage);
     tcase_add_test(proc, stdin_interaction);
     tcase_add_test(proc, pty_merges_the_streams);
     tcase_add_test(proc, cancel_kills_the_process_tree);
