@@ -44,7 +44,7 @@ static int runner_plan(df_action *a, json_t *args)
     df_error err;
     int rc = 0;
 
-    if (cls != NULL && cls->check_input != NULL && cls->check_input(input, &err) < 0) {
+    if (cls != NULL && cls->check_input != NULL && cls->check_input(cls, input, &err) < 0) {
         json_decref(input);
         json_decref(callback);
         return df_action_error(a, "%s", err.text);

@@ -306,10 +306,9 @@ static void timeout_fired(df_runner *r, void *arg)
         df_proc_kill_all(r);
 }
 
-void df_runner_set_timeout(df_runner *r, double seconds)
+uint64_t df_runner_set_timeout(df_runner *r, double seconds)
 {
-    if (seconds > 0)
-        df_runner_after(r, seconds, timeout_fired, NULL);
+    return seconds > 0 ? df_runner_after(r, seconds, timeout_fired, NULL) : 0;
 }
 
 /* ---- lifecycle (runner thread) ------------------------------------------------------------ */
@@ -533,15 +532,29 @@ void df_dispatcher_flush(struct df_dispatcher *d)
 
 /* ---- commands from other threads ---------------------------------------------------------- */
 
+static void drop_command(struct df_cmd *c)
+{
+    if (c->runner != NULL)
+        runner_free(c->runner);
+    json_decref(c->data);
+    free(c);
+}
+
+/* The runner thread starts with the first command, so that the configuration is settled. */
 static void push_command(struct df_dispatcher *d, struct df_cmd *c)
 {
+    int rc = 0;
+
     pthread_mutex_lock(&d->lock);
-    if (d->stopping) {
+    if (!d->stopping && !d->thread_started) {
+        rc = pthread_create(&d->thread, NULL, df_loop_main, d);
+        d->thread_started = rc == 0;
+    }
+    if (d->stopping || rc != 0) {
         pthread_mutex_unlock(&d->lock);
-        if (c->runner != NULL)
-            runner_free(c->runner);
-        json_decref(c->data);
-        free(c);
+        if (rc != 0)
+            dlog(d, DF_LOG_ERROR, "cannot start the runner thread: %s", strerror(rc));
+        drop_command(c);
         return;
     }
     if (d->tail != NULL)
@@ -747,17 +760,10 @@ static struct df_dispatcher *dispatcher_new(df_world *w, df_error *err)
     d->runners = df_hash_new();
     d->fd_budget = fd_budget();
     rc = df_loop_init(d, err);
-    if (rc == 0)
-        rc = pthread_create(&d->thread, NULL, df_loop_main, d);
-    if (rc == 0)
-        d->thread_started = true;
     for (size_t i = 0; rc == 0 && df_runner_group_classes(i) != NULL; i++)
         rc = df_world_register(w, df_runner_group_classes(i), err);
     if (rc == 0 && (rc = df_world_attach(w, dispatcher_key, d, stop, release)) < 0)
         df_errorf(err, rc, "cannot attach the runner dispatcher to the world");
-    else if (rc > 0) {
-        rc = df_errorf(err, -rc, "cannot start the runner thread: %s", strerror(rc));
-    }
     if (rc < 0) {
         stop(d);
         release(d);
@@ -798,6 +804,10 @@ int df_runner_configure(df_world *w, const struct df_runner_config *cfg, df_erro
     if (d == NULL)
         return -ENOMEM;
     pthread_mutex_lock(&d->lock);
+    if (d->thread_started) {
+        pthread_mutex_unlock(&d->lock);
+        return df_errorf(err, -EBUSY, "runners are configured before the first one starts");
+    }
     if (cfg->refresh_interval > 0)
         d->cfg.refresh_interval = cfg->refresh_interval;
     if (cfg->max_concurrent > 0)

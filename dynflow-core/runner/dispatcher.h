@@ -16,7 +16,8 @@ struct df_runner_config {
     void *log_ctx;
 };
 
-/* Sets the dispatcher's configuration (creating it); before df_world_start(). */
+/* Sets the dispatcher's configuration (creating it); before the first runner starts
+ * (-EBUSY after). */
 int df_runner_configure(df_world *w, const struct df_runner_config *cfg, df_error *err);
 
 /* Figures for tests and benchmarks. */
