@@ -17,11 +17,11 @@ static int daemon_out;
 static char log_path[600];
 
 /* Copies a built plugin into the scratch plugin directory (the loader refuses symlinks). */
-static void install_plugin(const char *name)
+static void install_plugin(const char *from, const char *name)
 {
     char cmd[2048];
 
-    snprintf(cmd, sizeof(cmd), "cp %s/%s.so %s/plugins/", getenv("PLUGIN_FIXTURES"), name, workdir);
+    snprintf(cmd, sizeof(cmd), "cp %s/%s.so %s/plugins/", from, name, workdir);
     ck_assert_int_eq(system(cmd), 0);
 }
 
@@ -37,9 +37,10 @@ static void setup(void)
     mkdir(sub, 0700);
     snprintf(sub, sizeof(sub), "%s/plugins", workdir);
     mkdir(sub, 0700);
-    install_plugin("testplug");
-    install_plugin("oldplug");
-    install_plugin("notaplug");
+    install_plugin(getenv("PLUGIN_FIXTURES"), "testplug");
+    install_plugin(getenv("PLUGIN_FIXTURES"), "oldplug");
+    install_plugin(getenv("PLUGIN_FIXTURES"), "notaplug");
+    install_plugin(getenv("SCRIPT_PLUGIN_DIR"), "script");
     port = free_port();
     snprintf(settings, sizeof(settings),
              ":http_port: %u\n:bind_host: 127.0.0.1\n:module_directory: %s\n"
@@ -53,6 +54,9 @@ static void setup(void)
              workdir);
     scratch_write(workdir, "settings.d/dynflow.yml", dynflow);
     scratch_write(workdir, "settings.d/testplug.yml", ":enabled: true\n");
+    scratch_write(workdir, "settings.d/script.yml",
+                  ":enabled: true\n:tasks:\n  - :kind: hello\n    :shell: true\n"
+                  "    :command: 'echo \"hello $INPUT_WHO\"; exit \"${INPUT_CODE:-0}\"'\n");
     daemon_pid = start(NULL, &daemon_out);
     ck_assert_msg(file_has(log_path, "listening on"), "smart-proxyd did not start: %s",
                   read_until(daemon_out, "\n\n"));
@@ -107,11 +111,12 @@ START_TEST(plugins_are_loaded_and_advertised)
 
     ck_assert_str_eq(r.body, "[\"dynflow\",\"testplug_feature\"]");
     r = call("GET", "/dynflow/tasks/operations", NULL, NULL);
-    ck_assert_str_eq(r.body, "[\"single\",\"test_batch\",\"test_group\"]");
+    ck_assert_str_eq(r.body, "[\"single\",\"script\",\"test_batch\",\"test_group\"]");
     r = call("GET", "/v2/features", NULL, NULL);
-    ck_assert_msg(strstr(r.body, "\"capabilities\":[\"single\",\"test_batch\",\"test_group\"]") !=
-                      NULL,
-                  "%s", r.body);
+    ck_assert_msg(
+        strstr(r.body, "\"capabilities\":[\"script\",\"single\",\"test_batch\",\"test_group\"]") !=
+            NULL,
+        "%s", r.body);
     ck_assert_msg(strstr(r.body, "\"testplug_feature\":{\"http_enabled\":true,\"https_enabled\":"
                                  "false,\"settings\":{},\"state\":\"running\"") != NULL,
                   "%s", r.body);
@@ -255,6 +260,40 @@ START_TEST(group_launch_calls_foreman_back_once)
 }
 END_TEST
 
+/* The script plugin end to end: a batch of two commands, both callbacks at Foreman. */
+START_TEST(script_tasks_call_foreman_back)
+{
+    struct reply r =
+        call("POST", "/dynflow/tasks/launch",
+             "{\"operation\":\"script\",\"input\":{"
+             "\"" TASK_A "\":{\"action_input\":{\"kind\":\"hello\",\"input\":{\"who\":\"A\"},"
+             "\"callback\":{\"task_id\":\"fa\",\"step_id\":3}}},"
+             "\"" TASK_B "\":{\"action_input\":{\"kind\":\"hello\",\"input\":{\"who\":\"B\","
+             "\"code\":4},\"callback\":{\"task_id\":\"fb\",\"step_id\":3}}}}}",
+             NULL);
+    json_t *ca, *cb, *a, *b, *status;
+
+    ck_assert_int_eq(r.status, 200);
+    for (int i = 0; i < 2000 && atomic_load(&received) < 2; i++)
+        usleep(10000);
+    ck_assert_int_eq(atomic_load(&received), 2);
+    ca = callback_for("fa");
+    cb = callback_for("fb");
+    a = json_object_get(ca, "data");
+    b = json_object_get(cb, "data");
+    ck_assert_int_eq(json_integer_value(json_object_get(a, "exit_status")), 0);
+    ck_assert_int_eq(json_integer_value(json_object_get(b, "exit_status")), 4);
+    ck_assert_str_eq(json_string_value(json_object_get(
+                         json_array_get(json_object_get(a, "result"), 0), "output")),
+                     "hello A\n");
+    json_decref(ca);
+    json_decref(cb);
+    status = stopped_status(TASK_B);
+    ck_assert_str_eq(json_string_value(json_object_get(status, "result")), "error");
+    json_decref(status);
+}
+END_TEST
+
 /* GET status polls a running runner: its output shows before it ends; cancel kills it. */
 START_TEST(status_polls_running_runners)
 {
@@ -300,6 +339,7 @@ int main(void)
     tcase_add_test(tc, launch_single);
     tcase_add_test(tc, batch_launch_calls_foreman_back);
     tcase_add_test(tc, group_launch_calls_foreman_back_once);
+    tcase_add_test(tc, script_tasks_call_foreman_back);
     tcase_add_test(tc, status_polls_running_runners);
     suite_add_tcase(s, tc);
     failed = run_suite(s);
