@@ -3,12 +3,11 @@
  * options, answering every request with a constant JSON body: the ceiling
  * bench/http compares smart-proxyd with.  floor PORT
  */
-#include <microhttpd.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
+
+#include "serve.h"
 
 static const char body[] = "{\"count\":0,\"state\":\"all\"}";
 
@@ -33,26 +32,5 @@ static enum MHD_Result answer(void *cls, struct MHD_Connection *c, const char *u
 
 int main(int argc, char **argv)
 {
-    sigset_t set;
-    int sig;
-    struct MHD_Daemon *d;
-
-    if (argc != 2) {
-        fprintf(stderr, "usage: floor PORT\n");
-        return 2;
-    }
-    sigemptyset(&set);
-    sigaddset(&set, SIGTERM);
-    sigaddset(&set, SIGINT);
-    sigprocmask(SIG_BLOCK, &set, NULL);
-    d = MHD_start_daemon(MHD_USE_AUTO_INTERNAL_THREAD, (uint16_t)atoi(argv[1]), NULL, NULL, answer,
-                         NULL, MHD_OPTION_THREAD_POOL_SIZE, (unsigned)2,
-                         MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)60, MHD_OPTION_END);
-    if (d == NULL) {
-        fprintf(stderr, "floor: cannot listen on port %s\n", argv[1]);
-        return 1;
-    }
-    sigwait(&set, &sig);
-    MHD_stop_daemon(d);
-    return 0;
+    return serve(argc, argv, answer, NULL);
 }

@@ -5,12 +5,12 @@
  * sink PORT
  */
 #include <jansson.h>
-#include <microhttpd.h>
-#include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "serve.h"
 
 static atomic_int callbacks, failed;
 
@@ -100,26 +100,5 @@ static void done(void *cls, struct MHD_Connection *c, void **req_cls,
 
 int main(int argc, char **argv)
 {
-    sigset_t set;
-    int sig;
-    struct MHD_Daemon *d;
-
-    if (argc != 2) {
-        fprintf(stderr, "usage: sink PORT\n");
-        return 2;
-    }
-    sigemptyset(&set);
-    sigaddset(&set, SIGTERM);
-    sigaddset(&set, SIGINT);
-    sigprocmask(SIG_BLOCK, &set, NULL);
-    d = MHD_start_daemon(MHD_USE_AUTO_INTERNAL_THREAD, (uint16_t)atoi(argv[1]), NULL, NULL, answer,
-                         NULL, MHD_OPTION_THREAD_POOL_SIZE, (unsigned)2,
-                         MHD_OPTION_NOTIFY_COMPLETED, done, NULL, MHD_OPTION_END);
-    if (d == NULL) {
-        fprintf(stderr, "sink: cannot listen on port %s\n", argv[1]);
-        return 1;
-    }
-    sigwait(&set, &sig);
-    MHD_stop_daemon(d);
-    return 0;
+    return serve(argc, argv, answer, done);
 }

@@ -295,11 +295,7 @@ static int dynflow_init(const struct sp_host_api *host, const json_t *settings, 
                         char *errbuf, size_t errlen)
 {
     struct dynflow *df = calloc(1, sizeof(*df));
-    struct df_world_config cfg = {
-        .database = json_string_value(json_object_get(settings, "database")),
-        .pool_size = (unsigned)number(settings, "pool_size", 0),
-        .cleaner_age = number(settings, "execution_plan_cleaner_age", 1800),
-    };
+    struct df_world_config cfg;
     df_error err = {{0}};
 
     if (df == NULL) {
@@ -312,6 +308,11 @@ static int dynflow_init(const struct sp_host_api *host, const json_t *settings, 
         free(df);
         return -EINVAL;
     }
+    cfg = (struct df_world_config){
+        .database = json_string_value(json_object_get(settings, "database")),
+        .pool_size = (unsigned)number(settings, "pool_size", 0),
+        .cleaner_age = number(settings, "execution_plan_cleaner_age", 1800),
+    };
     df->w = df_world_new(&cfg, &err);
     if (df->w == NULL || df_api_register_classes(df->w, &err) < 0 ||
         setup_callbacks(df, host != NULL ? host->global_settings : NULL, &err) < 0 ||

@@ -148,9 +148,10 @@ static int start_module(struct proxy *px, const char *name, json_t *settings,
     rc = rm->lm.m->init(host, settings, &rm->state, why, sizeof(why));
     rm->listeners = sp_module_enabled(px->settings, name) & available_listeners(px);
     rm->state_name = rc == 0 ? "running" : "failed";
-    if (rc < 0)
+    if (rc < 0) {
         log_msg(SP_LOG_ERROR, "Couldn't enable '%s': %s", name, why);
-    else
+        sp_module_close(&rm->lm);
+    } else
         log_msg(SP_LOG_INFO, "module '%s' %s loaded from %s", name, rm->lm.m->version, path);
     return rc;
 }

@@ -100,6 +100,23 @@ static json_t *stopped_status(const char *id)
     return NULL;
 }
 
+/* The task stops with this result. */
+static void expect_result(const char *id, const char *result)
+{
+    json_t *status = stopped_status(id);
+
+    ck_assert_str_eq(json_string_value(json_object_get(status, "result")), result);
+    json_decref(status);
+}
+
+/* Foreman received n callback requests (within 20 s), and no more. */
+static void wait_callbacks(int n)
+{
+    for (int i = 0; i < 2000 && atomic_load(&received) < n; i++)
+        usleep(10000);
+    ck_assert_int_eq(atomic_load(&received), n);
+}
+
 static json_t *entry_output(json_t *status)
 {
     return json_object_get(json_array_get(json_object_get(status, "actions"), 0), "output");
@@ -177,15 +194,13 @@ START_TEST(batch_launch_calls_foreman_back)
         "\"" TASK_B "\":{\"action_input\":{\"text\":\"hello B\",\"exit\":3,\"callback\":{"
         "\"task_id\":\"fb\",\"step_id\":3}}}}}",
         NULL);
-    json_t *body = body_json(&r), *a, *b, *status;
+    json_t *body = body_json(&r), *a, *b;
 
     ck_assert_int_eq(r.status, 200);
     ck_assert_str_eq(json_string_value(json_object_get(json_object_get(body, "parent"), "result")),
                      "success");
     json_decref(body);
-    for (int i = 0; i < 2000 && atomic_load(&received) < 2; i++)
-        usleep(10000);
-    ck_assert_int_eq(atomic_load(&received), 2);
+    wait_callbacks(2);
     a = callback_for("fa");
     b = callback_for("fb");
     ck_assert_ptr_nonnull(a);
@@ -206,12 +221,8 @@ START_TEST(batch_launch_calls_foreman_back)
     json_decref(b);
 
     /* the children have the keys as their ids; B failed in finalize after calling back */
-    status = stopped_status(TASK_A);
-    ck_assert_str_eq(json_string_value(json_object_get(status, "result")), "success");
-    json_decref(status);
-    status = stopped_status(TASK_B);
-    ck_assert_str_eq(json_string_value(json_object_get(status, "result")), "error");
-    json_decref(status);
+    expect_result(TASK_A, "success");
+    expect_result(TASK_B, "error");
 }
 END_TEST
 
@@ -226,21 +237,15 @@ START_TEST(group_launch_calls_foreman_back_once)
              "\"" TASK_B "\":{\"action_input\":{\"text\":\"B\",\"exit\":2,\"callback\":{"
              "\"task_id\":\"fb\",\"step_id\":3}}}}}",
              NULL);
-    json_t *body = body_json(&r), *callbacks, *status, *a, *b;
+    json_t *body = body_json(&r), *callbacks, *a, *b;
 
     ck_assert_int_eq(r.status, 200);
     ck_assert_str_eq(json_string_value(json_object_get(json_object_get(body, "parent"), "result")),
                      "success");
     json_decref(body);
-    status = stopped_status(TASK_A);
-    ck_assert_str_eq(json_string_value(json_object_get(status, "result")), "success");
-    json_decref(status);
-    status = stopped_status(TASK_B);
-    ck_assert_str_eq(json_string_value(json_object_get(status, "result")), "error");
-    json_decref(status);
-    for (int i = 0; i < 2000 && atomic_load(&received) < 1; i++)
-        usleep(10000);
-    ck_assert_int_eq(atomic_load(&received), 1);
+    expect_result(TASK_A, "success");
+    expect_result(TASK_B, "error");
+    wait_callbacks(1);
     body = json_loads(bodies[0], 0, NULL);
     callbacks = json_object_get(body, "callbacks");
     ck_assert_uint_eq(json_array_size(callbacks), 2);
@@ -271,12 +276,10 @@ START_TEST(script_tasks_call_foreman_back)
              "\"" TASK_B "\":{\"action_input\":{\"kind\":\"hello\",\"input\":{\"who\":\"B\","
              "\"code\":4},\"callback\":{\"task_id\":\"fb\",\"step_id\":3}}}}}",
              NULL);
-    json_t *ca, *cb, *a, *b, *status;
+    json_t *ca, *cb, *a, *b;
 
     ck_assert_int_eq(r.status, 200);
-    for (int i = 0; i < 2000 && atomic_load(&received) < 2; i++)
-        usleep(10000);
-    ck_assert_int_eq(atomic_load(&received), 2);
+    wait_callbacks(2);
     ca = callback_for("fa");
     cb = callback_for("fb");
     a = json_object_get(ca, "data");
@@ -288,9 +291,7 @@ START_TEST(script_tasks_call_foreman_back)
                      "hello A\n");
     json_decref(ca);
     json_decref(cb);
-    status = stopped_status(TASK_B);
-    ck_assert_str_eq(json_string_value(json_object_get(status, "result")), "error");
-    json_decref(status);
+    expect_result(TASK_B, "error");
 }
 END_TEST
 
