@@ -49,7 +49,7 @@ struct df_runner_class {
     const struct df_runner_ops *ops;
     /* Optional: checks the action input while it is planned (a bad input fails the
      * plan with err instead of a runner).  0 or -1 with err filled. */
-    int (*check_input)(const json_t *input, df_error *err);
+    int (*check_input)(const struct df_runner_class *cls, const json_t *input, df_error *err);
     void *data; /* the plugin's, see df_runner_class_data() */
 };
 
@@ -82,8 +82,9 @@ void df_runner_exception(df_runner *r, const char *context, const char *kind, co
 /* Ends the runner with an exit status (or DF_EXIT_EXCEPTION); later output is dropped. */
 void df_runner_exit(df_runner *r, int status);
 bool df_runner_exited(const df_runner *r);
-/* After seconds: "Timeout for execution passed, trying to stop the job", then kill. */
-void df_runner_set_timeout(df_runner *r, double seconds);
+/* After seconds: "Timeout for execution passed, trying to stop the job", then kill.  Returns
+ * the timer (df_runner_cancel_timer), or 0 when seconds <= 0. */
+uint64_t df_runner_set_timeout(df_runner *r, double seconds);
 /* Progress of the action's run step, 0..1. */
 void df_runner_progress(df_runner *r, double done);
 /* Sets output.data[key] of the action (steals value). */
