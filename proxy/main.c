@@ -65,6 +65,13 @@ static int module_add_feature(void *ctx, const char *name, const json_t *capabil
     return sp_root_add_feature(rm->root, rm, name, capabilities);
 }
 
+static int module_mount(void *ctx, const char *prefix, const struct sp_route *routes, void *state)
+{
+    struct sp_running_module *rm = ctx;
+
+    return sp_root_add_mount(rm->root, rm, prefix, routes, state);
+}
+
 static int module_load_object(void *ctx, const char *path, const struct sp_abi_expect *expect,
                               void **handle, const void **entry, char *errbuf, size_t errlen)
 {
@@ -144,7 +151,8 @@ static int start_module(struct proxy *px, const char *name, json_t *settings,
                                  .settings_of = module_settings_of,
                                  .add_feature = module_add_feature,
                                  .load_object = module_load_object,
-                                 .unload_object = module_unload_object};
+                                 .unload_object = module_unload_object,
+                                 .mount = module_mount};
     rc = rm->lm.m->init(host, settings, &rm->state, why, sizeof(why));
     rm->listeners = sp_module_enabled(px->settings, name) & available_listeners(px);
     rm->state_name = rc == 0 ? "running" : "failed";
@@ -210,7 +218,8 @@ static void check_claimed(struct proxy *px, json_t *missing)
 /* Modules mount at "/<name>" unless their settings say ":mount:" ("/" for the standalone core). */
 static void mount_all(struct proxy *px)
 {
-    struct sp_mount *mounts = calloc(px->root.n_modules + 1, sizeof(*mounts));
+    size_t n = px->root.n_modules + 1;
+    struct sp_mount *mounts = calloc(n + px->root.n_mounts, sizeof(*mounts));
 
     mounts[0] = (struct sp_mount){"", sp_root_routes(), &px->root, SP_BOTH};
     for (size_t i = 0; i < px->root.n_modules; i++) {
@@ -224,7 +233,11 @@ static void mount_all(struct proxy *px)
         mounts[i + 1] =
             (struct sp_mount){m->mount, m->lm.m->routes(m->state), m->state, m->listeners};
     }
-    sp_server_mount(px->server, mounts, px->root.n_modules + 1);
+    for (size_t i = 0; i < px->root.n_mounts; i++) {
+        const struct sp_extra_mount *em = &px->root.mounts[i];
+        mounts[n++] = (struct sp_mount){em->prefix, em->routes, em->state, em->owner->listeners};
+    }
+    sp_server_mount(px->server, mounts, n);
     free(mounts);
 }
 

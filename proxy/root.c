@@ -1,6 +1,7 @@
 #include "proxy/root.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -29,6 +30,22 @@ int sp_root_add_feature(struct sp_root *root, const struct sp_running_module *ow
     return 0;
 }
 
+int sp_root_add_mount(struct sp_root *root, const struct sp_running_module *owner,
+                      const char *prefix, const struct sp_route *routes, void *state)
+{
+    struct sp_extra_mount *m = realloc(root->mounts, (root->n_mounts + 1) * sizeof(*m));
+
+    if (m == NULL)
+        return -ENOMEM;
+    if (prefix[0] != '/' || strlen(prefix) >= sizeof(m->prefix) || routes == NULL)
+        return -EINVAL;
+    root->mounts = m;
+    m = &root->mounts[root->n_mounts++];
+    *m = (struct sp_extra_mount){.routes = routes, .state = state, .owner = owner};
+    snprintf(m->prefix, sizeof(m->prefix), "%s", prefix);
+    return 0;
+}
+
 void sp_root_free_features(struct sp_root *root)
 {
     for (size_t i = 0; i < root->n_features; i++) {
@@ -38,6 +55,9 @@ void sp_root_free_features(struct sp_root *root)
     free(root->features);
     root->features = NULL;
     root->n_features = 0;
+    free(root->mounts);
+    root->mounts = NULL;
+    root->n_mounts = 0;
 }
 
 /* GET /features: the running modules and the features they added, sorted. */

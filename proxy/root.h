@@ -23,18 +23,31 @@ struct sp_feature {
     const struct sp_running_module *owner; /* its listeners and state */
 };
 
+/* Routes a module mounts for what it loaded (a dynflow plugin's /ssh). */
+struct sp_extra_mount {
+    char prefix[128];
+    const struct sp_route *routes;
+    void *state;
+    const struct sp_running_module *owner; /* its listeners */
+};
+
 struct sp_root {
     const struct sp_settings *settings;
     struct sp_running_module *modules;
     size_t n_modules;
     struct sp_feature *features;
     size_t n_features;
+    struct sp_extra_mount *mounts;
+    size_t n_mounts;
 };
 
 /* Host service: adds a feature (capabilities borrowed, may be NULL). */
 int sp_root_add_feature(struct sp_root *root, const struct sp_running_module *owner,
                         const char *name, const json_t *capabilities);
 void sp_root_free_features(struct sp_root *root);
+/* Host service: routes under prefix (kept by pointer). */
+int sp_root_add_mount(struct sp_root *root, const struct sp_running_module *owner,
+                      const char *prefix, const struct sp_route *routes, void *state);
 
 const struct sp_route *sp_root_routes(void);
 

@@ -22,6 +22,7 @@
 
 #include "dynflow/dynflow.h"
 #include "dynflow/runner.h"
+#include "smart-proxy/module.h"
 
 #define DF_PLUGIN_MAGIC     0x44465031u /* "DFP1" */
 #define DF_PLUGIN_ABI_MAJOR 1u
@@ -73,6 +74,10 @@ struct df_plugin {
                 df_error *err);
     void (*shutdown)(void *state); /* after the world stopped; frees what init allocated */
     const struct df_plugin_operation *operations; /* { NULL }-terminated, may be NULL */
+    /* Optional: HTTP routes of the plugin (the host's struct sp_route) under mount ("/ssh"),
+     * on the listeners of the module that loaded it; handlers get the plugin's state. */
+    const char *mount;
+    const struct sp_route *(*routes)(void *state);
     uintptr_t reserved[4];
 };
 

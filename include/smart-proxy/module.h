@@ -9,7 +9,7 @@
  * table passed to init(); the module links no host symbols.
  *
  * ABI changelog (newest first):
- *   1.1  host services settings_of, add_feature, load_object, unload_object
+ *   1.1  host services settings_of, add_feature, load_object, unload_object, mount
  *   1.0  first release
  */
 #ifndef SMART_PROXY_MODULE_H
@@ -113,6 +113,9 @@ struct sp_host_api {
     int (*load_object)(void *ctx, const char *path, const struct sp_abi_expect *expect,
                        void **handle, const void **entry, char *err, size_t errlen);
     void (*unload_object)(void *ctx, void *handle);
+    /* 1.1: routes under another prefix ("/ssh" for what a module loaded), on this module's
+     * listeners; routes and state stay valid until shutdown */
+    int (*mount)(void *ctx, const char *prefix, const struct sp_route *routes, void *state);
 };
 
 struct sp_module {

@@ -88,6 +88,28 @@ static int testplug_init(const struct df_plugin_host *host, const json_t *settin
     return 0;
 }
 
+/* GET /testplug/hello: a plugin route, authorized by the host like any other. */
+static int hello(void *state, const struct sp_request *req, struct sp_response *res)
+{
+    (void)state, (void)req;
+    res->status = 200;
+    res->body = strdup("{\"hello\":\"plugin\"}");
+    res->body_len = strlen(res->body);
+    res->free_body = free;
+    return 0;
+}
+
+static const struct sp_route *testplug_routes(void *state)
+{
+    static const struct sp_route routes[] = {
+        {"GET", "/hello", hello, SP_AUTH_ANY},
+        {NULL, NULL, NULL, 0},
+    };
+
+    (void)state;
+    return routes;
+}
+
 static const struct df_plugin_operation operations[] = {
     {"test_batch", DF_LAUNCH_BATCH, "Test::Echo"},
     {"test_group", DF_LAUNCH_GROUP, "Test::Group"},
@@ -107,5 +129,7 @@ __attribute__((visibility("default"))) const struct df_plugin df_plugin_entry = 
     .feature = "testplug_feature",
     .init = testplug_init,
     .operations = operations,
+    .mount = "/testplug",
+    .routes = testplug_routes,
 };
 #endif

@@ -138,6 +138,9 @@ START_TEST(plugins_are_loaded_and_advertised)
                                  "false,\"settings\":{},\"state\":\"running\"") != NULL,
                   "%s", r.body);
     ck_assert(file_has(log_path, "plugin 'testplug' 1.2.3 loaded from"));
+    r = call("GET", "/testplug/hello", NULL, NULL);
+    ck_assert_int_eq(r.status, 200);
+    ck_assert_str_eq(r.body, "{\"hello\":\"plugin\"}");
     ck_assert(file_has(log_path, "/oldplug.so: dynflow plugin ABI 0.0, this release supports "
                                  "1.0-1.0"));
     ck_assert(file_has(log_path, "/notaplug.so: not a dynflow plugin or from an incompatible "
