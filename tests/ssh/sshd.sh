@@ -1,0 +1,182 @@
+#!/usr/bin/env bash
+# A real sshd on 127.0.0.1 for the SSH plugin's tests (reference/plugins.md §6.1).
+#   tests/ssh/sshd.sh start DIR   set up (once per machine: packages, users, sudoers, the dzdo
+#                                 stub), start sshd on a free port, write DIR/env
+#   tests/ssh/sshd.sh rekey DIR   a new host key, same port (for "changed host key")
+#   tests/ssh/sshd.sh stop DIR    kill sshd by its pid file, remove DIR
+# Needs root (sshd with PAM, users, sudo).  Leaves behind: users rexuser and effuser,
+# /etc/sudoers.d/rex-tests, /usr/local/bin/dzdo, /usr/local/sbin/rex-dzdo-exec and
+# /etc/rex-tests-dzdo-password.
+set -euo pipefail
+
+packages=(openssh-server openssh-client sshpass acl sudo)
+
+install_packages() {
+    local missing=() p
+    for p in "${packages[@]}"; do
+        dpkg-query -W -f='${db:Status-Status}' "$p" 2>/dev/null | grep -q '^installed$' || missing+=("$p")
+    done
+    [ ${#missing[@]} -eq 0 ] && return 0
+    # the package's own sshd (port 22) must not start: policy-rc.d says no
+    printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d
+    chmod +x /usr/sbin/policy-rc.d
+    apt-get update -qq >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    rm -f /usr/sbin/policy-rc.d
+}
+
+ensure_user() {
+    id "$1" >/dev/null 2>&1 || useradd -m -s /bin/sh "$1"
+    echo "$1:$2" | chpasswd
+}
+
+# dzdo is not in Debian: a stub that prompts like it, checks the password, then sudo -n (§6.1)
+install_dzdo() {
+    echo rexpass >/etc/rex-tests-dzdo-password
+    chmod 600 /etc/rex-tests-dzdo-password
+    cat >/usr/local/bin/dzdo <<'STUB'
+#!/bin/sh
+# test stub of Centrify's dzdo: dzdo -u USER COMMAND...
+# like the real one, it talks to the terminal, not to stdin (the wrapper gives it /dev/null)
+printf '[dzdo] password for %s: ' "$(id -un)" >/dev/tty
+stty -echo </dev/tty 2>/dev/null || true
+read -r pw </dev/tty
+stty echo </dev/tty 2>/dev/null || true
+echo >/dev/tty
+if [ "$pw" != "$(sudo -n /bin/cat /etc/rex-tests-dzdo-password)" ]; then
+    echo 'Sorry, try again.'
+    exit 1
+fi
+shift
+user=$1
+shift
+exec sudo -n /usr/local/sbin/rex-dzdo-exec "$user" "$@"
+STUB
+    chmod 755 /usr/local/bin/dzdo
+    # what the stub may run without a password: only this, so that plain sudo still prompts
+    cat >/usr/local/sbin/rex-dzdo-exec <<'EXEC'
+#!/bin/sh
+user=$1
+shift
+exec runuser -u "$user" -- "$@"
+EXEC
+    chmod 755 /usr/local/sbin/rex-dzdo-exec
+}
+
+install_sudoers() {
+    cat >/etc/sudoers.d/rex-tests <<'RULES'
+rexuser ALL=(ALL) ALL
+rexuser ALL=(root) NOPASSWD: /bin/cat /etc/rex-tests-dzdo-password, /usr/local/sbin/rex-dzdo-exec
+RULES
+    chmod 440 /etc/sudoers.d/rex-tests
+    visudo -cf /etc/sudoers.d/rex-tests >/dev/null
+}
+
+free_port() {
+    local port
+    for _ in $(seq 100); do
+        port=$((20000 + RANDOM % 20000))
+        (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null || { echo "$port"; return; }
+    done
+    echo "sshd.sh: no free port" >&2
+    exit 1
+}
+
+wait_listening() {
+    for _ in $(seq 100); do
+        (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+        sleep 0.05
+    done
+    echo "sshd.sh: sshd does not listen on port $1 (log: $2)" >&2
+    exit 1
+}
+
+start_sshd() {
+    local dir=$1 port
+    port=$(cat "$dir/port")
+    cat >"$dir/sshd_config" <<CONF
+Port $port
+ListenAddress 127.0.0.1
+HostKey $dir/hostkey
+PidFile $dir/sshd.pid
+PasswordAuthentication yes
+KbdInteractiveAuthentication no
+PubkeyAuthentication yes
+TrustedUserCAKeys $dir/user_ca.pub
+UsePAM yes
+MaxStartups 1000:30:1000
+MaxSessions 1000
+MaxAuthTries 10
+LogLevel VERBOSE
+CONF
+    mkdir -p /run/sshd
+    /usr/sbin/sshd -f "$dir/sshd_config" -E "$dir/sshd.log"
+    wait_listening "$port" "$dir/sshd.log"
+}
+
+authorize() {
+    local dir=$1 keys=/home/rexuser/.ssh/authorized_keys
+    install -d -m700 -o rexuser -g rexuser /home/rexuser/.ssh
+    touch "$keys"
+    { grep -v 'rex-tests$' "$keys" || true; sed 's/$/ rex-tests/' "$dir/id_rsa_foreman_proxy.pub"; } >"$keys.new"
+    mv "$keys.new" "$keys"
+    chown rexuser:rexuser "$keys"
+    chmod 600 "$keys"
+}
+
+start() {
+    local dir=$1
+    [ "$(id -u)" -eq 0 ] || { echo "sshd.sh: run as root" >&2; exit 1; }
+    install_packages
+    ensure_user rexuser rexpass
+    ensure_user effuser effpass
+    install_sudoers
+    install_dzdo
+    mkdir -p "$dir"
+    chmod 755 "$dir"
+    ssh-keygen -q -t ed25519 -N '' -f "$dir/hostkey" <<<y >/dev/null
+    ssh-keygen -q -t rsa -b 2048 -N '' -f "$dir/id_rsa_foreman_proxy" <<<y >/dev/null
+    cp "$dir/id_rsa_foreman_proxy" "$dir/id_rsa_encrypted"
+    ssh-keygen -q -p -N keypass -f "$dir/id_rsa_encrypted" >/dev/null
+    ssh-keygen -q -t ed25519 -N '' -f "$dir/user_ca" <<<y >/dev/null
+    authorize "$dir"
+    free_port >"$dir/port"
+    start_sshd "$dir"
+    cat >"$dir/env" <<ENV
+export SSH_ENV_DIR=$dir
+export SSH_HOST=127.0.0.1
+export SSH_PORT=$(cat "$dir/port")
+export UNREACHABLE_PORT=$(free_port)
+export SSH_USER=rexuser
+export SSH_PASSWORD=rexpass
+export EFFECTIVE_USER=effuser
+export EFFECTIVE_USER_PASSWORD=effpass
+export SSH_KEY=$dir/id_rsa_foreman_proxy
+export SSH_KEY_ENCRYPTED=$dir/id_rsa_encrypted
+export SSH_KEY_PASSPHRASE=keypass
+ENV
+    echo "$dir/env"
+}
+
+stop() {
+    local dir=$1
+    [ -f "$dir/sshd.pid" ] && kill "$(cat "$dir/sshd.pid")" 2>/dev/null || true
+    rm -rf "$dir"
+}
+
+rekey() {
+    local dir=$1
+    kill "$(cat "$dir/sshd.pid")"
+    rm -f "$dir/sshd.pid"
+    ssh-keygen -q -t ed25519 -N '' -f "$dir/hostkey" <<<y >/dev/null
+    for _ in $(seq 100); do
+        (exec 3<>"/dev/tcp/127.0.0.1/$(cat "$dir/port")") 2>/dev/null || break
+        sleep 0.05
+    done
+    start_sshd "$dir"
+}
+
+case "${1:-}" in
+    start | stop | rekey) [ $# -eq 2 ] || { echo "usage: $0 start|stop|rekey DIR" >&2; exit 2; }; "$1" "$2" ;;
+    *) echo "usage: $0 start|stop|rekey DIR" >&2; exit 2 ;;
+esac

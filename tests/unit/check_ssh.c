@@ -1,0 +1,493 @@
+/*
+ * The SSH plugin against a real sshd on 127.0.0.1 (tests/ssh/sshd.sh):
+ * exit codes, the pty, CR stripping, auth methods and their fallback,
+ * host keys, effective users with password prompts, cancel, timeout and
+ * cleanup (reference/plugins.md §4.5).
+ */
+#include <dlfcn.h>
+#include <signal.h>
+#include <sys/stat.h>
+
+#include "dynflow/plugin.h"
+#include "runner/dispatcher.h"
+#include "testutil.h"
+
+static char env_dir[512], home[700];
+static json_t *env; /* DIR/env as an object */
+static void *handle;
+static const struct df_plugin *plugin;
+static void *plugin_state;
+static struct df_plugin_host host;
+
+static const char *E(const char *key)
+{
+    const char *v = json_string_value(json_object_get(env, key));
+
+    ck_assert_msg(v != NULL, "%s is not in the sshd environment", key);
+    return v;
+}
+
+static int port_of(const char *key)
+{
+    return atoi(E(key));
+}
+
+static void read_env(const char *path)
+{
+    FILE *f = fopen(path, "r");
+    char line[1024];
+
+    ck_assert_msg(f != NULL, "no %s", path);
+    env = json_object();
+    while (fgets(line, sizeof(line), f) != NULL) {
+        char *eq = strchr(line, '=');
+        if (strncmp(line, "export ", 7) != 0 || eq == NULL)
+            continue;
+        *eq = '\0';
+        eq[strcspn(eq + 1, "\n") + 1] = '\0';
+        json_object_set_new(env, line + 7, json_string(eq + 1));
+    }
+    fclose(f);
+}
+
+static void suite_setup(void)
+{
+    char cmd[1200], path[1024];
+
+    snprintf(env_dir, sizeof(env_dir), "%s/sshd-%d", tu_tmpdir(), getpid());
+    snprintf(cmd, sizeof(cmd), "%s/sshd.sh start %s >/dev/null", getenv("SSH_SCRIPTS"), env_dir);
+    ck_assert_msg(system(cmd) == 0, "cannot start sshd: %s", cmd);
+    snprintf(path, sizeof(path), "%s/env", env_dir);
+    read_env(path);
+    snprintf(path, sizeof(path), "%s/ssh.so", getenv("SSH_PLUGIN_DIR"));
+    handle = dlopen(path, RTLD_NOW | RTLD_LOCAL);
+    ck_assert_msg(handle != NULL, "%s", dlerror());
+    plugin = dlsym(handle, DF_PLUGIN_SYMBOL);
+    ck_assert_ptr_nonnull(plugin);
+}
+
+static void suite_teardown(void)
+{
+    char cmd[1200];
+
+    snprintf(cmd, sizeof(cmd), "%s/sshd.sh stop %s", getenv("SSH_SCRIPTS"), env_dir);
+    if (system(cmd) != 0)
+        fprintf(stderr, "cannot stop sshd in %s\n", env_dir);
+    json_decref(env);
+    dlclose(handle);
+}
+
+/* Each test has a HOME of its own: its known_hosts. */
+static void setup(void)
+{
+    char ssh_dir[800];
+
+    snprintf(home, sizeof(home), "%s/home-%d-%ld", tu_tmpdir(), getpid(), random());
+    mkdir(home, 0700);
+    snprintf(ssh_dir, sizeof(ssh_dir), "%s/.ssh", home);
+    mkdir(ssh_dir, 0700);
+    setenv("HOME", home, 1);
+}
+
+static void host_log(void *ctx, int level, const char *fmt, ...)
+{
+    (void)ctx, (void)level, (void)fmt;
+}
+
+/* A world with the plugin; settings (steals) gets the test key unless it names one. */
+static df_world *world_with(json_t *settings)
+{
+    df_error err;
+    df_world *w = df_world_new(NULL, &err);
+
+    ck_assert_ptr_nonnull(w);
+    ck_assert_int_eq(
+        df_runner_configure(w, &(struct df_runner_config){.refresh_interval = 0.1}, &err), 0);
+    if (json_object_get(settings, "ssh_identity_key_file") == NULL)
+        json_object_set_new(settings, "ssh_identity_key_file", json_string(E("SSH_KEY")));
+    host = (struct df_plugin_host){.abi_major = DF_PLUGIN_ABI_MAJOR,
+                                   .abi_minor = DF_PLUGIN_ABI_MINOR,
+                                   .struct_size = sizeof(host),
+                                   .world = w,
+                                   .log = host_log};
+    ck_assert_msg(plugin->init(&host, settings, &plugin_state, &err) == 0, "%s", err.text);
+    json_decref(settings);
+    ck_assert_msg(df_world_start(w, &err) == 0, "%s", err.text);
+    return w;
+}
+
+static df_world *world(void)
+{
+    return world_with(json_object());
+}
+
+static void world_done(df_world *w)
+{
+    df_world_free(w);
+    plugin->shutdown(plugin_state);
+}
+
+/* The input of §1.1 for script; extra (steals, may be NULL) is merged over it. */
+static json_t *job_input(const char *script, json_t *extra)
+{
+    json_t *in = json_pack("{s:s, s:s, s:i, s:s, s:n, s:s, s:b, s:{s:n, s:n, s:n}}", "hostname",
+                           E("SSH_HOST"), "ssh_user", E("SSH_USER"), "ssh_port",
+                           port_of("SSH_PORT"), "script", script, "effective_user",
+                           "effective_user_method", "sudo", "cleanup_working_dirs", 1, "secrets",
+                           "ssh_password", "key_passphrase", "effective_user_password");
+
+    if (extra != NULL) {
+        json_t *secrets = json_object_get(extra, "secrets");
+        if (secrets != NULL)
+            json_object_update(json_object_get(in, "secrets"), secrets);
+        json_object_del(extra, "secrets");
+        json_object_update(in, extra);
+        json_decref(extra);
+    }
+    return in;
+}
+
+static struct df_plan_info run_job(df_world *w, json_t *input, char *id, json_t **out)
+{
+    struct df_plan_info info =
+        tu_run(w, "Proxy::RemoteExecution::Ssh::Actions::RunScript", input, id);
+
+    *out = tu_output(w, id, 1);
+    return info;
+}
+
+static const char *text_of(const json_t *out, const char *type)
+{
+    static char buf[16384];
+    const json_t *rec;
+    size_t i, n = 0;
+
+    buf[0] = '\0';
+    json_array_foreach(json_object_get(out, "result"), i, rec)
+    {
+        if (type == NULL ||
+            strcmp(json_string_value(json_object_get(rec, "output_type")), type) == 0)
+            n += (size_t)snprintf(buf + n, sizeof(buf) - n, "%s",
+                                  json_string_value(json_object_get(rec, "output")));
+        if (n >= sizeof(buf))
+            break;
+    }
+    return buf;
+}
+
+static json_int_t exit_of(const json_t *out)
+{
+    return json_integer_value(json_object_get(out, "exit_status"));
+}
+
+/* ---- running scripts --------------------------------------------------------------------------
+ */
+
+START_TEST(exit_codes_pty_and_cr)
+{
+    df_world *w = world();
+    char id[DF_UUID_BUF];
+    json_t *out;
+
+    run_job(w, job_input("#!/bin/sh\r\necho out\r\necho err >&2\r\nexit 3\r\n", NULL), id, &out);
+    ck_assert_int_eq(exit_of(out), 3);
+    /* the pty merges stderr into stdout and ends lines with \r\n; \r of the script is gone */
+    ck_assert_msg(strstr(text_of(out, "stdout"), "out\r\n") != NULL, "%s", text_of(out, NULL));
+    ck_assert_msg(strstr(text_of(out, "stdout"), "err\r\n") != NULL, "%s", text_of(out, NULL));
+    json_decref(out);
+    tu_expect(w, id, DF_PLAN_STOPPED, DF_RESULT_ERROR);
+    run_job(w, job_input("echo fine", NULL), id, &out);
+    ck_assert_int_eq(exit_of(out), 0);
+    tu_expect(w, id, DF_PLAN_STOPPED, DF_RESULT_SUCCESS);
+    json_decref(out);
+    world_done(w);
+}
+END_TEST
+
+/* ---- connecting ---------------------------------------------------------------------------------
+ */
+
+START_TEST(unreachable_port)
+{
+    df_world *w = world();
+    char id[DF_UUID_BUF], expected[256];
+    json_t *out;
+
+    run_job(w, job_input("true", json_pack("{s:i}", "ssh_port", port_of("UNREACHABLE_PORT"))), id,
+            &out);
+    ck_assert_str_eq(json_string_value(json_object_get(out, "exit_status")), "EXCEPTION");
+    ck_assert_msg(strstr(text_of(out, "debug"),
+                         "Error initializing command: RuntimeError - Could not establish "
+                         "connection to remote host using any available authentication method, "
+                         "tried publickey\n\nAuthentication method 'publickey' failed with:\n") !=
+                      NULL,
+                  "%s", text_of(out, NULL));
+    snprintf(expected, sizeof(expected), "port %d", port_of("UNREACHABLE_PORT"));
+    ck_assert_msg(strstr(text_of(out, "debug"), expected) != NULL, "%s", text_of(out, NULL));
+    json_decref(out);
+    world_done(w);
+}
+END_TEST
+
+START_TEST(password_auth_and_fallback)
+{
+    df_world *w = world();
+    char id[DF_UUID_BUF];
+    json_t *out;
+
+    /* a wrong password first, then the key works */
+    run_job(w, job_input("echo via-key", json_pack("{s:{s:s}}", "secrets", "ssh_password", "bad")),
+            id, &out);
+    ck_assert_int_eq(exit_of(out), 0);
+    json_decref(out);
+    world_done(w);
+
+    /* no key: the password alone */
+    w = world_with(json_pack("{s:s}", "ssh_identity_key_file", "/nonexistent/key"));
+    run_job(w,
+            job_input("echo via-password",
+                      json_pack("{s:{s:s}}", "secrets", "ssh_password", E("SSH_PASSWORD"))),
+            id, &out);
+    ck_assert_int_eq(exit_of(out), 0);
+    ck_assert_msg(strstr(text_of(out, "stdout"), "via-password") != NULL, "%s", text_of(out, NULL));
+    json_decref(out);
+
+    /* every method fails: each one's reason */
+    run_job(w, job_input("true", json_pack("{s:{s:s}}", "secrets", "ssh_password", "bad")), id,
+            &out);
+    ck_assert_str_eq(json_string_value(json_object_get(out, "exit_status")), "EXCEPTION");
+    ck_assert_msg(strstr(text_of(out, "debug"), "tried password\n\nAuthentication method "
+                                                "'password' failed with:\nrexuser@127.0.0.1: "
+                                                "Permission denied") != NULL,
+                  "%s", text_of(out, NULL));
+    json_decref(out);
+
+    /* nothing to try */
+    run_job(w, job_input("true", NULL), id, &out);
+    ck_assert_msg(strstr(text_of(out, "debug"), "There are no available authentication methods") !=
+                      NULL,
+                  "%s", text_of(out, NULL));
+    json_decref(out);
+    world_done(w);
+}
+END_TEST
+
+START_TEST(encrypted_key)
+{
+    df_world *w = world_with(json_pack("{s:s}", "ssh_identity_key_file", E("SSH_KEY_ENCRYPTED")));
+    char id[DF_UUID_BUF];
+    json_t *out;
+
+    run_job(w,
+            job_input("echo unlocked",
+                      json_pack("{s:{s:s}}", "secrets", "key_passphrase", E("SSH_KEY_PASSPHRASE"))),
+            id, &out);
+    ck_assert_int_eq(exit_of(out), 0);
+    json_decref(out);
+    /* without the passphrase the key is skipped */
+    run_job(w, job_input("true", NULL), id, &out);
+    ck_assert_msg(strstr(text_of(out, "debug"), "There are no available authentication methods") !=
+                      NULL,
+                  "%s", text_of(out, NULL));
+    json_decref(out);
+    world_done(w);
+}
+END_TEST
+
+/* accept-new; a changed key fails; first_execution forgets the old one (§1.7) */
+START_TEST(host_keys)
+{
+    df_world *w = world();
+    char id[DF_UUID_BUF], cmd[1200];
+    json_t *out;
+
+    run_job(w, job_input("true", NULL), id, &out);
+    ck_assert_int_eq(exit_of(out), 0);
+    json_decref(out);
+    snprintf(cmd, sizeof(cmd), "%s/sshd.sh rekey %s", getenv("SSH_SCRIPTS"), env_dir);
+    ck_assert_int_eq(system(cmd), 0);
+    run_job(w, job_input("true", NULL), id, &out);
+    ck_assert_str_eq(json_string_value(json_object_get(out, "exit_status")), "EXCEPTION");
+    ck_assert_msg(strstr(text_of(out, "debug"), "Host key verification failed.") != NULL, "%s",
+                  text_of(out, NULL));
+    json_decref(out);
+    run_job(w, job_input("true", json_pack("{s:b}", "first_execution", 1)), id, &out);
+    ck_assert_int_eq(exit_of(out), 0);
+    json_decref(out);
+    world_done(w);
+}
+END_TEST
+
+/* ---- effective users (§1.5) --------------------------------------------------------------------
+ */
+
+static json_t *as(const char *method, const char *password)
+{
+    return json_pack("{s:s, s:s, s:{s:s}}", "effective_user", E("EFFECTIVE_USER"),
+                     "effective_user_method", method, "secrets", "effective_user_password",
+                     password);
+}
+
+START_TEST(sudo_su_and_dzdo)
+{
+    static const struct {
+        const char *method, *password_env;
+    } cases[] = {
+        {"sudo", "SSH_PASSWORD"}, {"su", "EFFECTIVE_USER_PASSWORD"}, {"dzdo", "SSH_PASSWORD"}};
+    df_world *w = world();
+    char id[DF_UUID_BUF];
+    json_t *out;
+
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        const char *pw = E(cases[i].password_env);
+        run_job(w, job_input("id -un", as(cases[i].method, pw)), id, &out);
+        ck_assert_msg(exit_of(out) == 0, "%s: %s", cases[i].method, text_of(out, NULL));
+        ck_assert_msg(strstr(text_of(out, "stdout"), "effuser") != NULL, "%s: %s", cases[i].method,
+                      text_of(out, NULL));
+        ck_assert_msg(strstr(text_of(out, NULL), pw) == NULL, "%s: the password is in the output",
+                      cases[i].method);
+        json_decref(out);
+        run_job(w, job_input("id -un", as(cases[i].method, "wrong-password")), id, &out);
+        ck_assert_str_eq(json_string_value(json_object_get(out, "exit_status")), "EXCEPTION");
+        ck_assert_msg(strstr(text_of(out, "debug"), "Failed to change to effective user, exit "
+                                                    "code: ") != NULL,
+                      "%s: %s", cases[i].method, text_of(out, NULL));
+        ck_assert_msg(strstr(text_of(out, NULL), "wrong-password") == NULL, "%s",
+                      text_of(out, NULL));
+        json_decref(out);
+    }
+    world_done(w);
+}
+END_TEST
+
+START_TEST(unsupported_method)
+{
+    df_world *w = world();
+    char id[DF_UUID_BUF];
+    df_error err;
+
+    ck_assert(!tu_trigger_opts(w, "Proxy::RemoteExecution::Ssh::Actions::RunScript",
+                               job_input("true", as("pbrun", "x")), NULL, id, &err));
+    ck_assert_str_eq(err.text, "effective_user_method 'pbrun' not supported");
+    world_done(w);
+}
+END_TEST
+
+/* ---- cancel, timeout, cleanup (§1.6) -----------------------------------------------------------
+ */
+
+/* No such process, or a zombie waiting for init. */
+static bool process_gone(pid_t pid)
+{
+    char path[64], stat[256] = "";
+    FILE *f;
+
+    snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+    if ((f = fopen(path, "r")) == NULL)
+        return true;
+    if (fgets(stat, sizeof(stat), f) == NULL)
+        stat[0] = '\0';
+    fclose(f);
+    return strstr(stat, ") Z ") != NULL;
+}
+
+static pid_t pid_in(const char *path)
+{
+    FILE *f = fopen(path, "r");
+    int pid = 0;
+
+    if (f != NULL) {
+        if (fscanf(f, "%d", &pid) != 1)
+            pid = 0;
+        fclose(f);
+    }
+    return pid;
+}
+
+START_TEST(cancel_kills_the_remote_tree)
+{
+    df_world *w = world();
+    char script[3000], pidfile[800];
+    const char *id;
+    json_t *out;
+    pid_t sleeper;
+
+    snprintf(pidfile, sizeof(pidfile), "/tmp/rex-sleeper-%d", getpid());
+    unlink(pidfile);
+    snprintf(script, sizeof(script), "sleep 1000 & echo $! > %s.t; mv %s.t %s; wait", pidfile,
+             pidfile, pidfile);
+    id = tu_trigger(w, "Proxy::RemoteExecution::Ssh::Actions::RunScript", job_input(script, NULL));
+    ck_assert(WAIT_UNTIL(pid_in(pidfile) > 0, 20));
+    sleeper = pid_in(pidfile);
+    ck_assert_int_eq(df_plan_cancel(w, id, false, NULL, NULL), 0);
+    tu_expect(w, id, DF_PLAN_STOPPED, DF_RESULT_ERROR);
+    out = tu_output(w, id, 1);
+    /* as the Ruby proxy reports after a cancel: the wrapper's SIGTERM */
+    ck_assert_int_eq(exit_of(out), 143);
+    json_decref(out);
+    ck_assert_msg(WAIT_UNTIL(process_gone(sleeper), 10), "sleep %d survived", (int)sleeper);
+    unlink(pidfile);
+    world_done(w);
+}
+END_TEST
+
+START_TEST(timeout_stops_the_job)
+{
+    df_world *w = world();
+    char id[DF_UUID_BUF];
+    json_t *out;
+
+    run_job(
+        w, job_input("echo started; sleep 30", json_pack("{s:i}", "execution_timeout_interval", 2)),
+        id, &out);
+    ck_assert_msg(strstr(text_of(out, "debug"), "Timeout for execution passed, trying to stop the "
+                                                "job") != NULL,
+                  "%s", text_of(out, NULL));
+    ck_assert_int_ne(exit_of(out), 0);
+    json_decref(out);
+    world_done(w);
+}
+END_TEST
+
+START_TEST(cleanup_on_and_off)
+{
+    df_world *w = world();
+    char id[DF_UUID_BUF], dir[256];
+    json_t *out;
+    struct stat st;
+
+    run_job(w, job_input("true", NULL), id, &out);
+    snprintf(dir, sizeof(dir), "/var/tmp/foreman-ssh-cmd-%s",
+             json_string_value(json_object_get(out, "runner_id")));
+    ck_assert_int_eq(stat(dir, &st), -1);
+    json_decref(out);
+    run_job(w, job_input("true", json_pack("{s:b}", "cleanup_working_dirs", 0)), id, &out);
+    snprintf(dir, sizeof(dir), "/var/tmp/foreman-ssh-cmd-%s",
+             json_string_value(json_object_get(out, "runner_id")));
+    ck_assert_int_eq(stat(dir, &st), 0);
+    json_decref(out);
+    world_done(w);
+}
+END_TEST
+
+int main(void)
+{
+    Suite *s = suite_create("ssh");
+    TCase *tc = tcase_create("ssh");
+
+    tcase_add_unchecked_fixture(tc, suite_setup, suite_teardown);
+    tcase_add_checked_fixture(tc, setup, NULL);
+    tcase_set_timeout(tc, 90);
+    tcase_add_test(tc, exit_codes_pty_and_cr);
+    tcase_add_test(tc, unreachable_port);
+    tcase_add_test(tc, password_auth_and_fallback);
+    tcase_add_test(tc, encrypted_key);
+    tcase_add_test(tc, host_keys);
+    tcase_add_test(tc, sudo_su_and_dzdo);
+    tcase_add_test(tc, unsupported_method);
+    tcase_add_test(tc, cancel_kills_the_remote_tree);
+    tcase_add_test(tc, timeout_stops_the_job);
+    tcase_add_test(tc, cleanup_on_and_off);
+    suite_add_tcase(s, tc);
+    return run_suite(s);
+}
