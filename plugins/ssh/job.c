@@ -39,20 +39,6 @@ static void fail(struct rex_job *job, const char *fmt, ...)
     df_runner_exception(job->r, "Error initializing command", NULL, job->error, true);
 }
 
-static char *aprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-
-static char *aprintf(const char *fmt, ...)
-{
-    char *s = NULL;
-    va_list ap;
-
-    va_start(ap, fmt);
-    if (vasprintf(&s, fmt, ap) < 0)
-        abort();
-    va_end(ap);
-    return s;
-}
-
 /* ---- password prompts (§1.5) ----------------------------------------------------------------- */
 
 static bool prompt_in(const struct rex_job *job, const char *text)
@@ -149,7 +135,7 @@ static struct rex_cmd *setup_command(struct rex_job *job, enum rex_phase phase)
 static struct rex_cmd *command_for(struct rex_job *job, enum step step)
 {
     struct rex_cmd *c = NULL;
-    char *text = NULL, *script = aprintf("%s/script", job->remote_dir);
+    char *text = NULL, *script = rex_printf("%s/script", job->remote_dir);
 
     switch (step) {
         case STEP_SETUP:
@@ -165,13 +151,13 @@ static struct rex_cmd *command_for(struct rex_job *job, enum step step)
             c = setup_command(job, PHASE_UPLOAD);
             break;
         case STEP_RUN:
-            text = aprintf("%s/script-wrapper", job->remote_dir);
+            text = rex_printf("%s/script-wrapper", job->remote_dir);
             c = rex_cmd_new(text, true, NULL, 0);
             c->keep_stdin = true;
             c->on_data = script_output;
             break;
         case STEP_CLEANUP:
-            text = aprintf("rm -rf %s", job->remote_dir);
+            text = rex_printf("rm -rf %s", job->remote_dir);
             c = rex_cmd_new(text, false, NULL, 0);
             break;
         default:
@@ -406,8 +392,9 @@ static void read_input(struct rex_job *job)
     job->first_execution = json_is_true(json_object_get(in, "first_execution"));
     cleanup = json_object_get(in, "cleanup_working_dirs");
     job->cleanup = json_is_boolean(cleanup) ? json_is_true(cleanup) : job->plugin->s.cleanup;
-    job->remote_dir = aprintf("%s/foreman-ssh-cmd-%s",
-                              dir ? dir : job->plugin->s.remote_working_dir, df_runner_id(job->r));
+    job->remote_dir =
+        rex_printf("%s/foreman-ssh-cmd-%s", dir ? dir : job->plugin->s.remote_working_dir,
+                   df_runner_id(job->r));
     job->status = -1;
 }
 
@@ -455,7 +442,7 @@ static void rex_kill(df_runner *r)
         return;
     job->killed = true;
     if (job->step == STEP_RUN && job->kill == NULL) {
-        text = aprintf("kill $(cat %s/pid)", job->remote_dir);
+        text = rex_printf("kill $(cat %s/pid)", job->remote_dir);
         job->kill = rex_cmd_new(text, false, NULL, 0);
         free(text);
         pump(job);

@@ -32,9 +32,7 @@ bool rex_switching(const struct rex_job *job)
     return job->effective_user != NULL && strcmp(job->effective_user, job->user) != 0;
 }
 
-static char *aprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-
-static char *aprintf(const char *fmt, ...)
+char *rex_printf(const char *fmt, ...)
 {
     char *s = NULL;
     va_list ap;
@@ -49,12 +47,12 @@ static char *aprintf(const char *fmt, ...)
 char *rex_as_user(const struct rex_job *job, const char *path)
 {
     if (!rex_switching(job))
-        return aprintf("%s", path);
+        return rex_printf("%s", path);
     if (strcmp(job->method, "sudo") == 0)
-        return aprintf("sudo -p 'rex login: ' -u %s %s", job->effective_user, path);
+        return rex_printf("sudo -p 'rex login: ' -u %s %s", job->effective_user, path);
     if (strcmp(job->method, "dzdo") == 0)
-        return aprintf("dzdo -u %s %s", job->effective_user, path);
-    return aprintf("su - %s -c 'exec %s < /dev/null '", job->effective_user, path);
+        return rex_printf("dzdo -u %s %s", job->effective_user, path);
+    return rex_printf("su - %s -c 'exec %s < /dev/null '", job->effective_user, path);
 }
 
 /* The wrapper of §1.4, exactly: the script runs as "<prefix><script> < /dev/null", or for su
@@ -62,34 +60,34 @@ char *rex_as_user(const struct rex_job *job, const char *path)
 static char *wrapper(const struct rex_job *job)
 {
     const char *d = job->remote_dir;
-    char *script = aprintf("%s/script", d), *run, *text;
+    char *script = rex_printf("%s/script", d), *run, *text;
 
     if (rex_switching(job) && strcmp(job->method, "su") == 0) {
         run = rex_as_user(job, script);
     } else {
         char *prefixed = rex_as_user(job, script);
-        run = aprintf("%s < /dev/null", prefixed);
+        run = rex_printf("%s < /dev/null", prefixed);
         free(prefixed);
     }
-    text = aprintf("if [ \"$1\" = \"inner\" ]; then\n"
-                   "  echo $$ > %s/pid\n"
-                   "  (\n"
-                   "    %s\n"
-                   "    echo $? >%s/exit_code\n"
-                   "  ) | tee %s/output\n"
-                   "  if [ -f %s/exit_code ] && [ $(wc -l < %s/exit_code) -gt 0 ]; then\n"
-                   "    exit $(cat %s/exit_code)\n"
-                   "  else\n"
-                   "    exit 1\n"
-                   "  fi\n"
-                   "else\n"
-                   "  UNSHARE=''\n"
-                   "  if unshare --fork --kill-child true >/dev/null 2>/dev/null; then\n"
-                   "      UNSHARE='unshare --fork --kill-child'\n"
-                   "  fi\n"
-                   "  exec $UNSHARE \"$0\" inner\n"
-                   "fi\n",
-                   d, run, d, d, d, d, d);
+    text = rex_printf("if [ \"$1\" = \"inner\" ]; then\n"
+                      "  echo $$ > %s/pid\n"
+                      "  (\n"
+                      "    %s\n"
+                      "    echo $? >%s/exit_code\n"
+                      "  ) | tee %s/output\n"
+                      "  if [ -f %s/exit_code ] && [ $(wc -l < %s/exit_code) -gt 0 ]; then\n"
+                      "    exit $(cat %s/exit_code)\n"
+                      "  else\n"
+                      "    exit 1\n"
+                      "  fi\n"
+                      "else\n"
+                      "  UNSHARE=''\n"
+                      "  if unshare --fork --kill-child true >/dev/null 2>/dev/null; then\n"
+                      "      UNSHARE='unshare --fork --kill-child'\n"
+                      "  fi\n"
+                      "  exec $UNSHARE \"$0\" inner\n"
+                      "fi\n",
+                      d, run, d, d, d, d, d);
     free(script);
     free(run);
     return text;
@@ -158,7 +156,7 @@ static char *strip_cr(const char *s, size_t *len)
 char *rex_setup_script(const struct rex_job *job, enum rex_phase phase)
 {
     const char *d = job->remote_dir;
-    char *text = NULL, *script_path = aprintf("%s/script", d), *body, *wrap;
+    char *text = NULL, *script_path = rex_printf("%s/script", d), *body, *wrap;
     size_t len = 0, body_len;
     FILE *out = open_memstream(&text, &len);
 

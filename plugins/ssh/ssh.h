@@ -78,6 +78,8 @@ enum rex_phase {
 };
 
 struct rex_job;
+/* New string, printf-style (out of memory aborts). */
+char *rex_printf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 bool rex_switching(const struct rex_job *job);
 /* New string: the command that runs path as the effective user (§1.5). */
 char *rex_as_user(const struct rex_job *job, const char *path);
