@@ -114,24 +114,41 @@ CONF
     wait_listening "$port" "$dir/sshd.log"
 }
 
-authorize() {
-    local dir=$1 keys=/home/rexuser/.ssh/authorized_keys
+# Each environment adds its key with its own marker and takes only that away again: tests
+# running at the same time keep each other's keys.  Callers hold the lock.
+edit_authorized_keys() {
+    local marker=$1 add=$2 keys=/home/rexuser/.ssh/authorized_keys
     install -d -m700 -o rexuser -g rexuser /home/rexuser/.ssh
     touch "$keys"
-    { grep -v 'rex-tests$' "$keys" || true; sed 's/$/ rex-tests/' "$dir/id_rsa_foreman_proxy.pub"; } >"$keys.new"
+    {
+        grep -v -F " rex-tests:$marker" "$keys" || true
+        [ -z "$add" ] || sed "s|\$| rex-tests:$marker|" "$add"
+    } >"$keys.new"
     mv "$keys.new" "$keys"
     chown rexuser:rexuser "$keys"
     chmod 600 "$keys"
 }
 
-start() {
-    local dir=$1
-    [ "$(id -u)" -eq 0 ] || { echo "sshd.sh: run as root" >&2; exit 1; }
+# One setup at a time: useradd, sudoers and authorized_keys are shared by parallel tests.
+locked() {
+    exec 9>/run/rex-tests.lock
+    flock 9
+    "$@"
+    flock -u 9
+}
+
+machine_setup() {
     install_packages
     ensure_user rexuser rexpass
     ensure_user effuser effpass
     install_sudoers
     install_dzdo
+}
+
+start() {
+    local dir=$1
+    [ "$(id -u)" -eq 0 ] || { echo "sshd.sh: run as root" >&2; exit 1; }
+    locked machine_setup
     mkdir -p "$dir"
     chmod 755 "$dir"
     ssh-keygen -q -t ed25519 -N '' -f "$dir/hostkey" <<<y >/dev/null
@@ -139,7 +156,7 @@ start() {
     cp "$dir/id_rsa_foreman_proxy" "$dir/id_rsa_encrypted"
     ssh-keygen -q -p -N keypass -f "$dir/id_rsa_encrypted" >/dev/null
     ssh-keygen -q -t ed25519 -N '' -f "$dir/user_ca" <<<y >/dev/null
-    authorize "$dir"
+    locked edit_authorized_keys "$dir" "$dir/id_rsa_foreman_proxy.pub"
     free_port >"$dir/port"
     start_sshd "$dir"
     cat >"$dir/env" <<ENV
@@ -161,6 +178,7 @@ ENV
 stop() {
     local dir=$1
     [ -f "$dir/sshd.pid" ] && kill "$(cat "$dir/sshd.pid")" 2>/dev/null || true
+    id rexuser >/dev/null 2>&1 && locked edit_authorized_keys "$dir" ""
     rm -rf "$dir"
 }
 
