@@ -470,6 +470,10 @@ static void generate_updates(struct df_dispatcher *d, df_runner *r)
 {
     bool group = r->n_rx > 1;
 
+    if (r->final_sent)
+        return; /* closing waits for its processes: the exit status went out already */
+    r->final_sent = r->exited;
+
     for (size_t i = group ? 1 : 0; i < r->n_rx; i++)
         if (r->exited || json_array_size(r->rx[i].records) > 0)
             deliver(d, r, &r->rx[i], !group);
@@ -482,13 +486,13 @@ static void generate_updates(struct df_dispatcher *d, df_runner *r)
 
 static void refresh(struct df_dispatcher *d, df_runner *r)
 {
-    if (r->state != DF_RUNNER_ACTIVE)
-        return;
-    if (!r->exited && r->cls->ops->refresh != NULL)
+    if (r->state != DF_RUNNER_ACTIVE || r->exited)
+        return; /* an ended runner is the flush's: it delivers once and closes */
+    if (r->cls->ops->refresh != NULL)
         r->cls->ops->refresh(r);
+    if (r->urgent)
+        return; /* it ended (or has news) in its refresh: the flush delivers and closes it */
     generate_updates(d, r);
-    if (r->exited)
-        runner_close(d, r);
 }
 
 struct tick_ctx {

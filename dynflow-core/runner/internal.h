@@ -69,6 +69,7 @@ struct df_runner {
     struct df_receiver *rx; /* rx[0]: the runner's action; then a group's targets */
     size_t n_rx;
     bool exited;
+    bool final_sent; /* the updates with the exit status went out */
     int exit_status;
     double exit_ts;
     bool urgent;   /* deliver at the end of this loop round */

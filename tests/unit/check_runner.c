@@ -136,6 +136,31 @@ static int group_start(df_runner *r)
 static const struct df_runner_ops group_ops = {.start = group_start};
 static const struct df_runner_class group_class = {.name = "Test::GroupR", .ops = &group_ops};
 
+/* Test::Ticker: publishes a line per refresh and ends in its third (as a polling plugin does). */
+static int ticker_start(df_runner *r)
+{
+    df_runner_set_data(r, calloc(1, sizeof(int)));
+    return 0;
+}
+
+static void ticker_refresh(df_runner *r)
+{
+    int *n = df_runner_data(r);
+
+    df_runner_publish_text(r, "stdout", "tick %d\n", ++*n);
+    if (*n == 3)
+        df_runner_exit(r, 0);
+}
+
+static void ticker_close(df_runner *r)
+{
+    free(df_runner_data(r));
+}
+
+static const struct df_runner_ops ticker_ops = {
+    .start = ticker_start, .refresh = ticker_refresh, .close = ticker_close};
+static const struct df_runner_class ticker_class = {.name = "Test::Ticker", .ops = &ticker_ops};
+
 /* Counts the Runner::Update events the runner actions receive. */
 static atomic_int updates;
 
@@ -163,6 +188,7 @@ static df_world *world(const char *db, double refresh, unsigned max_concurrent, 
     ck_assert_msg(df_runner_register(w, &command_class, &err) == 0, "%s", err.text);
     ck_assert_msg(df_runner_register(w, &publisher_class, &err) == 0, "%s", err.text);
     ck_assert_msg(df_runner_register(w, &group_class, &err) == 0, "%s", err.text);
+    ck_assert_msg(df_runner_register(w, &ticker_class, &err) == 0, "%s", err.text);
     ck_assert_msg(df_world_use(w, &counter, &err) == 0, "%s", err.text);
     ck_assert_msg(df_world_start(w, &err) == 0, "%s", err.text);
     return w;
@@ -436,6 +462,26 @@ START_TEST(poll_refreshes_on_demand)
     out = output(w, id);
     ck_assert_str_eq(joined(out, NULL), "hellokilled");
     json_decref(out);
+    df_world_free(w);
+}
+END_TEST
+
+/* Runners that end inside their refresh get one final update each (and are not used after they
+ * are freed: the ASan run checks). */
+START_TEST(runners_ending_in_refresh)
+{
+    df_world *w = world(NULL, 0.02, 0, 0);
+    char ids[20][DF_UUID_BUF];
+    json_t *out;
+
+    for (int i = 0; i < 20; i++)
+        snprintf(ids[i], sizeof(ids[i]), "%s", tu_trigger(w, "Test::Ticker", json_object()));
+    for (int i = 0; i < 20; i++) {
+        tu_expect(w, ids[i], DF_PLAN_STOPPED, DF_RESULT_SUCCESS);
+        out = output(w, ids[i]);
+        ck_assert_str_eq(joined(out, "stdout"), "tick 1\ntick 2\ntick 3\n");
+        json_decref(out);
+    }
     df_world_free(w);
 }
 END_TEST
@@ -741,6 +787,7 @@ int main(void)
     tcase_add_test(disp, poll_refreshes_on_demand);
     tcase_add_test(disp, concurrency_limit_queues_in_order);
     tcase_add_test(disp, group_runner_routes_per_target);
+    tcase_add_test(disp, runners_ending_in_refresh);
     tcase_add_test(disp, out_of_descriptors_delays_runners);
     tcase_add_test(out, utf8_is_sanitized);
     tcase_add_test(out, split_characters_stay_whole);
