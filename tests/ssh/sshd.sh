@@ -146,7 +146,7 @@ machine_setup() {
 }
 
 start() {
-    local dir=$1
+    local dir=$1 noexec_port
     [ "$(id -u)" -eq 0 ] || { echo "sshd.sh: run as root" >&2; exit 1; }
     locked machine_setup
     mkdir -p "$dir"
@@ -159,11 +159,13 @@ start() {
     locked edit_authorized_keys "$dir" "$dir/id_rsa_foreman_proxy.pub"
     free_port >"$dir/port"
     start_sshd "$dir"
+    noexec_port=$(start_noexec_sshd "$dir")
     cat >"$dir/env" <<ENV
 export SSH_ENV_DIR=$dir
 export SSH_HOST=127.0.0.1
 export SSH_PORT=$(cat "$dir/port")
 export UNREACHABLE_PORT=$(free_port)
+export NOEXEC_SSH_PORT=$noexec_port
 export SSH_USER=rexuser
 export SSH_PASSWORD=rexpass
 export EFFECTIVE_USER=effuser
@@ -175,9 +177,32 @@ ENV
     echo "$dir/env"
 }
 
+# A second sshd whose /var/tmp is mounted noexec (the preflight's case), in a mount namespace
+# of its own; where namespaces are not allowed, NOEXEC_SSH_PORT stays empty.
+start_noexec_sshd() {
+    local dir=$1 port
+    port=$(free_port)
+    sed "s/^Port .*/Port $port/; s|^PidFile .*|PidFile $dir/sshd-noexec.pid|" \
+        "$dir/sshd_config" >"$dir/sshd_noexec_config"
+    unshare -m sh -c "mount --make-rprivate / && mount -t tmpfs -o noexec tmpfs /var/tmp &&
+        exec /usr/sbin/sshd -D -f $dir/sshd_noexec_config -E $dir/sshd-noexec.log" \
+        >/dev/null 2>&1 &
+    echo $! >"$dir/sshd-noexec.keep"
+    for _ in $(seq 100); do
+        if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+            echo "$port"
+            return
+        fi
+        kill -0 "$(cat "$dir/sshd-noexec.keep")" 2>/dev/null || break
+        sleep 0.05
+    done
+    echo ""
+}
+
 stop() {
     local dir=$1
     [ -f "$dir/sshd.pid" ] && kill "$(cat "$dir/sshd.pid")" 2>/dev/null || true
+    [ -f "$dir/sshd-noexec.keep" ] && kill "$(cat "$dir/sshd-noexec.keep")" 2>/dev/null || true
     id rexuser >/dev/null 2>&1 && locked edit_authorized_keys "$dir" ""
     rm -rf "$dir"
 }

@@ -204,6 +204,28 @@ START_TEST(exit_codes_pty_and_cr)
 }
 END_TEST
 
+/* A noexec /var/tmp is found by the preflight, before the script is uploaded (§1.4). */
+START_TEST(noexec_working_dir)
+{
+    const char *noexec = json_string_value(json_object_get(env, "NOEXEC_SSH_PORT"));
+    df_world *w;
+    char id[DF_UUID_BUF];
+    json_t *out;
+
+    if (noexec == NULL || *noexec == '\0') {
+        fprintf(stderr, "noexec_working_dir: no mount namespaces here, not tested\n");
+        return;
+    }
+    w = world();
+    run_job(w, job_input("echo never", json_pack("{s:i}", "ssh_port", atoi(noexec))), id, &out);
+    ck_assert_str_eq(json_string_value(json_object_get(out, "exit_status")), "EXCEPTION");
+    ck_assert_str_eq(text_of(out, NULL), "Error initializing command: RuntimeError - Failed to "
+                                         "execute script on remote machine, exit code: 126.");
+    json_decref(out);
+    world_done(w);
+}
+END_TEST
+
 /* ---- connecting ---------------------------------------------------------------------------------
  */
 
@@ -479,6 +501,7 @@ int main(void)
     tcase_add_checked_fixture(tc, setup, NULL);
     tcase_set_timeout(tc, 90);
     tcase_add_test(tc, exit_codes_pty_and_cr);
+    tcase_add_test(tc, noexec_working_dir);
     tcase_add_test(tc, unreachable_port);
     tcase_add_test(tc, password_auth_and_fallback);
     tcase_add_test(tc, encrypted_key);
