@@ -92,16 +92,47 @@ static int set_options(struct rex_job *job, const char *known_hosts)
     return 0;
 }
 
+/* host_public_key "<type> <base64>" pins the key (§1.7): a known_hosts file of its own in
+ * <local_working_dir>/foreman-ssh-cmd-<runner id>, removed with the job. */
+static int pin_host_key(struct rex_job *job, char *path, size_t len)
+{
+    FILE *f;
+
+    job->local_dir =
+        rex_printf("%s/foreman-ssh-cmd-%s", job->plugin->s.local_working_dir, df_runner_id(job->r));
+    if (mkdir(job->local_dir, 0700) < 0 && errno != EEXIST) {
+        snprintf(job->error, sizeof(job->error), "cannot create %s: %s", job->local_dir,
+                 strerror(errno));
+        return -1;
+    }
+    snprintf(path, len, "%s/known_hosts", job->local_dir);
+    f = fopen(path, "w");
+    if (f == NULL) {
+        snprintf(job->error, sizeof(job->error), "cannot write %.900s: %s", path, strerror(errno));
+        return -1;
+    }
+    if (job->port == 22)
+        fprintf(f, "%s %s\n", job->host, job->pinned_key);
+    else
+        fprintf(f, "[%s]:%d %s\n", job->host, job->port, job->pinned_key);
+    fclose(f);
+    return 0;
+}
+
 int rex_conn_begin(struct rex_job *job)
 {
     const struct rex_settings *st = &job->plugin->s;
     char known_hosts[1024];
 
-    if (st->ca_known_hosts != NULL)
+    if (job->pinned_key != NULL) {
+        if (pin_host_key(job, known_hosts, sizeof(known_hosts)) < 0)
+            return -1;
+    } else if (st->ca_known_hosts != NULL) {
         snprintf(known_hosts, sizeof(known_hosts), "%s", st->ca_known_hosts);
-    else
+    } else {
         known_hosts_path(known_hosts, sizeof(known_hosts));
-    if (job->first_execution && st->ca_known_hosts == NULL)
+    }
+    if (job->first_execution && st->ca_known_hosts == NULL && job->pinned_key == NULL)
         forget_host_key(job, known_hosts);
     job->s = ssh_new();
     if (job->s == NULL || set_options(job, known_hosts) < 0) {
@@ -166,7 +197,7 @@ static void method_failed(struct rex_job *job, const char *why)
 static int check_host_key(struct rex_job *job)
 {
     enum ssh_known_hosts_e known = ssh_session_is_known_server(job->s);
-    const bool strict = job->plugin->s.ca_known_hosts != NULL;
+    const bool strict = job->plugin->s.ca_known_hosts != NULL || job->pinned_key != NULL;
 
     switch (known) {
         case SSH_KNOWN_HOSTS_OK:

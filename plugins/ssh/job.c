@@ -13,6 +13,7 @@
 #include <strings.h>
 #include <sys/epoll.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "ssh.h"
 
@@ -390,6 +391,7 @@ static void read_input(struct rex_job *job)
     job->passphrase = str(secrets, "key_passphrase");
     job->effective_password = str(secrets, "effective_user_password");
     job->first_execution = json_is_true(json_object_get(in, "first_execution"));
+    job->pinned_key = str(in, "host_public_key");
     cleanup = json_object_get(in, "cleanup_working_dirs");
     job->cleanup = json_is_boolean(cleanup) ? json_is_true(cleanup) : job->plugin->s.cleanup;
     job->remote_dir =
@@ -466,6 +468,13 @@ static void rex_close(df_runner *r)
     free(job->auth_errors);
     free(job->err_text);
     free(job->remote_dir);
+    if (job->local_dir != NULL) {
+        char path[1100];
+        snprintf(path, sizeof(path), "%s/known_hosts", job->local_dir);
+        unlink(path);
+        rmdir(job->local_dir);
+        free(job->local_dir);
+    }
     free(job);
     df_runner_set_data(r, NULL);
 }

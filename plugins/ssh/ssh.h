@@ -110,7 +110,9 @@ struct rex_job {
     int port;
     const char *password, *passphrase, *effective_password;
     bool first_execution, cleanup;
-    char *remote_dir; /* D = <remote_working_dir>/foreman-ssh-cmd-<runner id> */
+    char *remote_dir;       /* D = <remote_working_dir>/foreman-ssh-cmd-<runner id> */
+    const char *pinned_key; /* host_public_key */
+    char *local_dir;        /* for the pinned key's known_hosts */
 
     /* connecting */
     bool connected, authenticated;

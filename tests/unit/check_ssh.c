@@ -340,6 +340,38 @@ START_TEST(host_keys)
 }
 END_TEST
 
+/* host_public_key pins the host key: the right one works, another one fails */
+START_TEST(pinned_host_key)
+{
+    df_world *w = world();
+    char id[DF_UUID_BUF], path[700], key[1024] = "", wrong[1024] = "";
+    json_t *out;
+    FILE *f;
+
+    snprintf(path, sizeof(path), "%s/hostkey.pub", E("SSH_ENV_DIR"));
+    f = fopen(path, "r");
+    ck_assert_ptr_nonnull(f);
+    ck_assert_ptr_nonnull(fgets(key, sizeof(key), f));
+    fclose(f);
+    key[strcspn(key, "\n")] = '\0';
+    *strrchr(key, ' ') = '\0'; /* "<type> <base64>" without the comment */
+    snprintf(path, sizeof(path), "%s.pub", E("SSH_KEY"));
+    f = fopen(path, "r");
+    ck_assert_ptr_nonnull(fgets(wrong, sizeof(wrong), f));
+    fclose(f);
+    wrong[strcspn(wrong, "\n")] = '\0';
+    *strrchr(wrong, ' ') = '\0';
+    run_job(w, job_input("true", json_pack("{s:s}", "host_public_key", key)), id, &out);
+    ck_assert_msg(exit_of(out) == 0, "%s", text_of(out, NULL));
+    json_decref(out);
+    run_job(w, job_input("true", json_pack("{s:s}", "host_public_key", wrong)), id, &out);
+    ck_assert_msg(strstr(text_of(out, "debug"), "Host key verification failed") != NULL, "%s",
+                  text_of(out, NULL));
+    json_decref(out);
+    world_done(w);
+}
+END_TEST
+
 /* ---- effective users (§1.5) --------------------------------------------------------------------
  */
 
@@ -506,6 +538,7 @@ int main(void)
     tcase_add_test(tc, password_auth_and_fallback);
     tcase_add_test(tc, encrypted_key);
     tcase_add_test(tc, host_keys);
+    tcase_add_test(tc, pinned_host_key);
     tcase_add_test(tc, sudo_su_and_dzdo);
     tcase_add_test(tc, unsupported_method);
     tcase_add_test(tc, cancel_kills_the_remote_tree);
