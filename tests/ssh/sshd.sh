@@ -156,6 +156,9 @@ start() {
     cp "$dir/id_rsa_foreman_proxy" "$dir/id_rsa_encrypted"
     ssh-keygen -q -p -N keypass -f "$dir/id_rsa_encrypted" >/dev/null
     ssh-keygen -q -t ed25519 -N '' -f "$dir/user_ca" <<<y >/dev/null
+    # a key that only its certificate (signed by the user CA sshd trusts) lets in
+    ssh-keygen -q -t ed25519 -N '' -f "$dir/id_cert" <<<y >/dev/null
+    ssh-keygen -q -s "$dir/user_ca" -I rex-tests -n rexuser "$dir/id_cert.pub" >/dev/null 2>&1
     locked edit_authorized_keys "$dir" "$dir/id_rsa_foreman_proxy.pub"
     free_port >"$dir/port"
     start_sshd "$dir"
@@ -173,6 +176,7 @@ export EFFECTIVE_USER_PASSWORD=effpass
 export SSH_KEY=$dir/id_rsa_foreman_proxy
 export SSH_KEY_ENCRYPTED=$dir/id_rsa_encrypted
 export SSH_KEY_PASSPHRASE=keypass
+export SSH_CERT_KEY=$dir/id_cert
 ENV
     echo "$dir/env"
 }

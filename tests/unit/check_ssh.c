@@ -316,6 +316,20 @@ START_TEST(encrypted_key)
 }
 END_TEST
 
+/* A key that is not authorized gets in with its certificate (<key>-cert.pub) */
+START_TEST(user_certificate)
+{
+    df_world *w = world_with(json_pack("{s:s}", "ssh_identity_key_file", E("SSH_CERT_KEY")));
+    char id[DF_UUID_BUF];
+    json_t *out;
+
+    run_job(w, job_input("echo certified", NULL), id, &out);
+    ck_assert_msg(exit_of(out) == 0, "%s", text_of(out, NULL));
+    json_decref(out);
+    world_done(w);
+}
+END_TEST
+
 /* accept-new; a changed key fails; first_execution forgets the old one (§1.7) */
 START_TEST(host_keys)
 {
@@ -537,6 +551,7 @@ int main(void)
     tcase_add_test(tc, unreachable_port);
     tcase_add_test(tc, password_auth_and_fallback);
     tcase_add_test(tc, encrypted_key);
+    tcase_add_test(tc, user_certificate);
     tcase_add_test(tc, host_keys);
     tcase_add_test(tc, pinned_host_key);
     tcase_add_test(tc, sudo_su_and_dzdo);
