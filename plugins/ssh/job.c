@@ -6,6 +6,7 @@
  * text and error messages; a cancel or timeout kills the remote process
  * tree through the pid file the wrapper writes.
  */
+#include <libssh/server.h> /* ssh_send_keepalive works for clients too (§1.8) */
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -310,10 +311,22 @@ static void advance_kill(struct rex_job *job)
 
 static void pump(struct rex_job *job);
 
+static double mono(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
 static void on_socket(df_runner *r, int fd, uint32_t events, void *arg)
 {
-    (void)r, (void)fd, (void)events;
-    pump(arg);
+    struct rex_job *job = arg;
+
+    (void)r, (void)fd;
+    if (events & EPOLLIN)
+        job->last_input = mono();
+    pump(job);
 }
 
 /* Read always; write when libssh has something queued or the TCP connect is under way. */
@@ -424,6 +437,30 @@ static int rex_start(df_runner *r)
     return 0;
 }
 
+/* ServerAliveInterval 15, ServerAliveCountMax 3 (§1.3): a keepalive every interval; three
+ * intervals without a word from the server and the connection counts as broken (255). */
+static void keepalive(struct rex_job *job)
+{
+    double now = mono(), every = job->plugin->s.keepalive;
+
+    if (!job->authenticated)
+        return;
+    if (job->last_input == 0)
+        job->last_input = job->last_keepalive = now;
+    if (now - job->last_input > 3 * every) {
+        /* what OpenSSH's ssh says on its stderr then */
+        df_runner_publish_text(job->r, "stderr", "Timeout, server %s not responding.\r\n",
+                               job->host);
+        job->status = 255;
+        if (job->step != STEP_RUN)
+            fail(job, "the connection to %s broke: the server stopped answering", job->host);
+        finish(job);
+    } else if (now - job->last_keepalive >= every) {
+        ssh_send_keepalive(job->s);
+        job->last_keepalive = now;
+    }
+}
+
 /* Each tick: what the socket may not have announced, and keepalives. */
 static void rex_refresh(df_runner *r)
 {
@@ -431,6 +468,8 @@ static void rex_refresh(df_runner *r)
 
     if (job != NULL && job->step != STEP_DONE)
         pump(job);
+    if (job != NULL && job->step != STEP_DONE)
+        keepalive(job);
 }
 
 /* Cancel or timeout: kill $(cat D/pid) on a second channel once the script runs (§1.6);

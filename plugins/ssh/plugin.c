@@ -95,6 +95,12 @@ static int load_settings(struct rex_plugin *sp, const json_t *settings, df_error
     st->ca_known_hosts = path_setting(settings, "ssh_ca_known_hosts_file", NULL);
     st->user_ca_pubkey = path_setting(settings, "ssh_user_ca_public_key_file", NULL);
     st->kerberos = json_is_true(json_object_get(settings, "kerberos_auth"));
+    /* not an upstream key: upstream's ssh has ServerAliveInterval=15 fixed; tests shorten it */
+    st->keepalive = json_is_number(json_object_get(settings, "keepalive_interval"))
+                        ? json_number_value(json_object_get(settings, "keepalive_interval"))
+                        : 15;
+    if (st->keepalive <= 0)
+        return bad(err, "keepalive_interval", "a positive number of seconds");
     st->cleanup = !json_is_false(json_object_get(settings, "cleanup_working_dirs"));
     return 0;
 }

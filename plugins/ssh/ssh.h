@@ -23,6 +23,7 @@ struct rex_settings {
     char *remote_working_dir; /* :remote_working_dir: */
     char *local_working_dir;  /* :local_working_dir: */
     bool kerberos;            /* :kerberos_auth: */
+    double keepalive;         /* seconds between keepalives (OpenSSH's ServerAliveInterval 15) */
     int log_level;            /* :ssh_log_level: as SSH_LOG_* */
     bool cleanup;             /* :cleanup_working_dirs: */
     char *ca_known_hosts;     /* :ssh_ca_known_hosts_file: */
@@ -132,6 +133,7 @@ struct rex_job {
     size_t prompt_len;
     int status; /* the script's exit status */
     bool killed;
+    double last_input, last_keepalive; /* monotonic seconds */
     char error[1024];
 };
 

@@ -517,6 +517,55 @@ START_TEST(timeout_stops_the_job)
 }
 END_TEST
 
+/* The running job's output (polled) has text. */
+static bool shows(df_world *w, const char *id, const char *text)
+{
+    json_t *out;
+    bool yes;
+
+    usleep(20000); /* each poll makes the runner refresh: not too often */
+    if (!tu_step_is(w, id, 2, "suspended"))
+        return false;
+    df_plan_poll(w, id);
+    out = tu_output(w, id, 1);
+    yes = strstr(text_of(out, NULL), text) != NULL;
+    json_decref(out);
+    return yes;
+}
+
+/* Sends sig to every process of this sshd's connections (not to the listener). */
+static void signal_sessions(int sig)
+{
+    char cmd[1024];
+
+    snprintf(cmd, sizeof(cmd),
+             "for c in $(pgrep -P $(cat %s/sshd.pid)); do kill -%d $c $(pgrep -P $c); done",
+             E("SSH_ENV_DIR"), sig);
+    ck_assert_int_eq(system(cmd), 0);
+}
+
+/* A server that stops answering: three keepalive intervals later the job ends with 255. */
+START_TEST(dead_server_is_noticed)
+{
+    df_world *w = world_with(json_pack("{s:i}", "keepalive_interval", 1));
+    const char *id = tu_trigger(w, "Proxy::RemoteExecution::Ssh::Actions::RunScript",
+                                job_input("echo started; sleep 60", NULL));
+    json_t *out;
+
+    ck_assert(WAIT_UNTIL(shows(w, id, "started"), 20));
+    signal_sessions(SIGSTOP);
+    tu_expect(w, id, DF_PLAN_STOPPED, DF_RESULT_ERROR);
+    signal_sessions(SIGKILL);
+    out = tu_output(w, id, 1);
+    ck_assert_int_eq(exit_of(out), 255);
+    ck_assert_msg(strstr(text_of(out, "stderr"), "Timeout, server 127.0.0.1 not responding.") !=
+                      NULL,
+                  "%s", text_of(out, NULL));
+    json_decref(out);
+    world_done(w);
+}
+END_TEST
+
 START_TEST(cleanup_on_and_off)
 {
     df_world *w = world();
@@ -559,6 +608,7 @@ int main(void)
     tcase_add_test(tc, cancel_kills_the_remote_tree);
     tcase_add_test(tc, timeout_stops_the_job);
     tcase_add_test(tc, cleanup_on_and_off);
+    tcase_add_test(tc, dead_server_is_noticed);
     suite_add_tcase(s, tc);
     return run_suite(s);
 }
