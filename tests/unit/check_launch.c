@@ -173,20 +173,6 @@ END_TEST
 #define TASK_A "11111111-1111-4111-8111-111111111111"
 #define TASK_B "22222222-2222-4222-8222-222222222222"
 
-/* One callback body for a Foreman task, or NULL. */
-static json_t *callback_for(const char *foreman_task)
-{
-    for (int i = 0; i < atomic_load(&received) && i < FOREMAN_MAX_BODIES; i++) {
-        json_t *j = json_loads(bodies[i], 0, NULL);
-        const char *t =
-            json_string_value(json_object_get(json_object_get(j, "callback"), "task_id"));
-        if (t != NULL && strcmp(t, foreman_task) == 0)
-            return j;
-        json_decref(j);
-    }
-    return NULL;
-}
-
 START_TEST(batch_launch_calls_foreman_back)
 {
     struct reply r = call(

@@ -130,19 +130,6 @@ static void entry(char *out, size_t len, const char *key, const char *task, cons
              key, ssh_port, script, task);
 }
 
-static json_t *callback_for(const char *task)
-{
-    for (int i = 0; i < atomic_load(&received) && i < FOREMAN_MAX_BODIES; i++) {
-        json_t *j = json_loads(bodies[i], 0, NULL);
-        const char *t =
-            json_string_value(json_object_get(json_object_get(j, "callback"), "task_id"));
-        if (t != NULL && strcmp(t, task) == 0)
-            return j;
-        json_decref(j);
-    }
-    return NULL;
-}
-
 START_TEST(foreman_shaped_batch)
 {
     char a[4096], b[4096], body[9000];

@@ -200,25 +200,6 @@ static json_t *output(df_world *w, const char *id)
     return tu_output(w, id, 1);
 }
 
-/* The records' outputs of one type joined, into a static buffer. */
-static const char *joined(const json_t *out, const char *type)
-{
-    static char buf[65536];
-    const json_t *rec;
-    size_t i, n = 0;
-
-    buf[0] = '\0';
-    json_array_foreach(json_object_get(out, "result"), i, rec)
-    {
-        if (type != NULL && strcmp(tu_str((json_t *)rec, "output_type"), type) != 0)
-            continue;
-        n += (size_t)snprintf(buf + n, sizeof(buf) - n, "%s", tu_str((json_t *)rec, "output"));
-        if (n >= sizeof(buf))
-            break;
-    }
-    return buf;
-}
-
 static const char *run_command(df_world *w, char *id, json_t *input)
 {
     tu_run(w, "Test::Command", input, id);
@@ -238,8 +219,8 @@ START_TEST(stdout_stderr_and_exit_code)
     tu_expect(w, id, DF_PLAN_STOPPED, DF_RESULT_ERROR);
     out = output(w, id);
     ck_assert_int_eq(json_integer_value(json_object_get(out, "exit_status")), 5);
-    ck_assert_str_eq(joined(out, "stdout"), "out\n");
-    ck_assert_str_eq(joined(out, "stderr"), "err\n");
+    ck_assert_str_eq(tu_records_text(out, "stdout"), "out\n");
+    ck_assert_str_eq(tu_records_text(out, "stderr"), "err\n");
     ck_assert(json_is_real(json_object_get(out, "exit_status_timestamp")));
     ck_assert(json_is_string(json_object_get(out, "runner_id")));
     ck_assert(json_is_real(
@@ -283,7 +264,7 @@ START_TEST(missing_command_is_an_exception)
     tu_expect(w, id, DF_PLAN_STOPPED, DF_RESULT_ERROR);
     out = output(w, id);
     ck_assert_str_eq(tu_str(out, "exit_status"), "EXCEPTION");
-    ck_assert_str_eq(joined(out, "debug"),
+    ck_assert_str_eq(tu_records_text(out, "debug"),
                      "Error running command '/nonexistent/command': RuntimeError - No such file or "
                      "directory - /nonexistent/command");
     json_decref(out);
@@ -306,7 +287,7 @@ START_TEST(stdin_interaction)
     tu_event(w, id, 2, DF_EVENT_USER, close, 0);
     tu_expect(w, id, DF_PLAN_STOPPED, DF_RESULT_SUCCESS);
     out = output(w, id);
-    ck_assert_str_eq(joined(out, "stdout"), "got 1\ngot 2\n3\n");
+    ck_assert_str_eq(tu_records_text(out, "stdout"), "got 1\ngot 2\n3\n");
     json_decref(out);
     json_decref(more);
     json_decref(close);
@@ -324,9 +305,11 @@ START_TEST(pty_merges_the_streams)
                 json_pack("{s:[s,s,s], s:b}", "argv", "sh", "-c", "tty; echo err >&2", "pty", 1));
     tu_expect(w, id, DF_PLAN_STOPPED, DF_RESULT_SUCCESS);
     out = output(w, id);
-    ck_assert_msg(strstr(joined(out, "stdout"), "/dev/pts/") != NULL, "%s", joined(out, NULL));
-    ck_assert_msg(strstr(joined(out, "stdout"), "err") != NULL, "%s", joined(out, NULL));
-    ck_assert_str_eq(joined(out, "stderr"), "");
+    ck_assert_msg(strstr(tu_records_text(out, "stdout"), "/dev/pts/") != NULL, "%s",
+                  tu_records_text(out, NULL));
+    ck_assert_msg(strstr(tu_records_text(out, "stdout"), "err") != NULL, "%s",
+                  tu_records_text(out, NULL));
+    ck_assert_str_eq(tu_records_text(out, "stderr"), "");
     json_decref(out);
     df_world_free(w);
 }
@@ -343,22 +326,6 @@ static pid_t read_pid(const char *path)
         fclose(f);
     }
     return pid;
-}
-
-/* Gone: no such process, or a zombie waiting for init. */
-static bool gone(pid_t pid)
-{
-    char path[64], stat[256] = "";
-    FILE *f;
-
-    snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
-    f = fopen(path, "r");
-    if (f == NULL)
-        return true;
-    if (fgets(stat, sizeof(stat), f) == NULL)
-        stat[0] = '\0';
-    fclose(f);
-    return strstr(stat, ") Z ") != NULL;
 }
 
 START_TEST(cancel_kills_the_process_tree)
@@ -384,7 +351,7 @@ START_TEST(cancel_kills_the_process_tree)
     out = output(w, id);
     ck_assert_int_eq(json_integer_value(json_object_get(out, "exit_status")), 128 + SIGTERM);
     json_decref(out);
-    ck_assert_msg(WAIT_UNTIL(gone(child), 10), "the grandchild %d survived", (int)child);
+    ck_assert_msg(WAIT_UNTIL(tu_process_gone(child), 10), "the grandchild %d survived", (int)child);
     unlink(pidfile);
     df_world_free(w);
 }
@@ -404,7 +371,8 @@ START_TEST(timeout_then_sigkill_after_the_grace_period)
     ck_assert(tu_now() - t0 < 10);
     out = output(w, id);
     ck_assert_int_eq(json_integer_value(json_object_get(out, "exit_status")), 128 + SIGKILL);
-    ck_assert_str_eq(joined(out, "debug"), "Timeout for execution passed, trying to stop the job");
+    ck_assert_str_eq(tu_records_text(out, "debug"),
+                     "Timeout for execution passed, trying to stop the job");
     json_decref(out);
     df_world_free(w);
 }
@@ -436,7 +404,7 @@ END_TEST
 static bool output_is(df_world *w, const char *id, const char *text)
 {
     json_t *out = output(w, id);
-    bool same = strcmp(joined(out, NULL), text) == 0;
+    bool same = strcmp(tu_records_text(out, NULL), text) == 0;
 
     json_decref(out);
     return same;
@@ -452,7 +420,8 @@ START_TEST(poll_refreshes_on_demand)
 
     ck_assert(WAIT_UNTIL(tu_step_is(w, id, 2, "suspended"), 10));
     out = output(w, id);
-    ck_assert_str_eq(joined(out, NULL), ""); /* nothing delivered yet: the tick is an hour away */
+    ck_assert_str_eq(tu_records_text(out, NULL),
+                     ""); /* nothing delivered yet: the tick is an hour away */
     json_decref(out);
     df_plan_poll(w, id);
     ck_assert(WAIT_UNTIL(output_is(w, id, "hello"), 10));
@@ -460,7 +429,7 @@ START_TEST(poll_refreshes_on_demand)
     ck_assert_int_eq(df_plan_cancel(w, id, false, NULL, NULL), 0); /* the runner's own kill */
     tu_expect(w, id, DF_PLAN_STOPPED, DF_RESULT_ERROR);
     out = output(w, id);
-    ck_assert_str_eq(joined(out, NULL), "hellokilled");
+    ck_assert_str_eq(tu_records_text(out, NULL), "hellokilled");
     json_decref(out);
     df_world_free(w);
 }
@@ -479,7 +448,7 @@ START_TEST(runners_ending_in_refresh)
     for (int i = 0; i < 20; i++) {
         tu_expect(w, ids[i], DF_PLAN_STOPPED, DF_RESULT_SUCCESS);
         out = output(w, ids[i]);
-        ck_assert_str_eq(joined(out, "stdout"), "tick 1\ntick 2\ntick 3\n");
+        ck_assert_str_eq(tu_records_text(out, "stdout"), "tick 1\ntick 2\ntick 3\n");
         json_decref(out);
     }
     df_world_free(w);
@@ -557,8 +526,8 @@ START_TEST(group_runner_routes_per_target)
     oa = output(w, a);
     ob = output(w, b);
     orun = output(w, runner);
-    ck_assert_str_eq(joined(oa, NULL), "a1Runner error: RuntimeError - boom");
-    ck_assert_str_eq(joined(ob, NULL), "Runner error: RuntimeError - boom");
+    ck_assert_str_eq(tu_records_text(oa, NULL), "a1Runner error: RuntimeError - boom");
+    ck_assert_str_eq(tu_records_text(ob, NULL), "Runner error: RuntimeError - boom");
     ck_assert_int_eq(json_integer_value(json_object_get(oa, "exit_status")), 0);
     ck_assert_int_eq(json_integer_value(json_object_get(ob, "exit_status")), 7);
     ck_assert_int_eq(json_integer_value(json_object_get(orun, "exit_status")), 0);
@@ -673,8 +642,8 @@ START_TEST(split_characters_stay_whole)
                      "stdout", "988062c3", "stderr", "65", "stdout", "a9", "exit", 0, "hex", 1),
            id);
     out = output(w, id);
-    ck_assert_str_eq(joined(out, "stdout"), "a\xf0\x9f\x98\x80"
-                                            "b\xc3\xa9");
+    ck_assert_str_eq(tu_records_text(out, "stdout"), "a\xf0\x9f\x98\x80"
+                                                     "b\xc3\xa9");
     json_array_foreach(json_object_get(out, "result"), i, rec)
         ck_assert(strstr(tu_str(rec, "output"), "\xef\xbf\xbd") == NULL);
     json_decref(out);
@@ -750,8 +719,9 @@ START_TEST(restart_does_not_run_a_job_twice)
     tu_expect(w, id, DF_PLAN_STOPPED, DF_RESULT_ERROR);
     out = output(w, id);
     ck_assert_str_eq(tu_str(out, "exit_status"), "EXCEPTION");
-    ck_assert_msg(strstr(joined(out, "debug"), "restarted while the job was running") != NULL, "%s",
-                  joined(out, NULL));
+    ck_assert_msg(strstr(tu_records_text(out, "debug"), "restarted while the job was running") !=
+                      NULL,
+                  "%s", tu_records_text(out, NULL));
     json_decref(out);
     df_world_free(w);
     {

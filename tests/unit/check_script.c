@@ -114,26 +114,6 @@ static struct df_plan_info run_task(df_world *w, const char *kind, json_t *input
     return info;
 }
 
-/* The records of one type joined (NULL: all), into a static buffer. */
-static const char *text_of(const json_t *out, const char *type)
-{
-    static char buf[16384];
-    const json_t *rec;
-    size_t i, n = 0;
-
-    buf[0] = '\0';
-    json_array_foreach(json_object_get(out, "result"), i, rec)
-    {
-        if (type == NULL ||
-            strcmp(json_string_value(json_object_get(rec, "output_type")), type) == 0)
-            n += (size_t)snprintf(buf + n, sizeof(buf) - n, "%s",
-                                  json_string_value(json_object_get(rec, "output")));
-        if (n >= sizeof(buf))
-            break;
-    }
-    return buf;
-}
-
 static const char *data_str(const json_t *out, const char *key)
 {
     return json_string_value(json_object_get(json_object_get(out, "data"), key));
@@ -152,7 +132,7 @@ START_TEST(input_as_environment)
 
     run_task(w, "env", json_pack("{s:s, s:i, s:[i,i]}", "name", "web1", "count", 3, "list", 1, 2),
              &out);
-    ck_assert_str_eq(text_of(out, "stdout"), "web1 3 [1,2] env yes 1 0\n");
+    ck_assert_str_eq(tu_records_text(out, "stdout"), "web1 3 [1,2] env yes 1 0\n");
     ck_assert_int_eq(json_integer_value(json_object_get(out, "exit_status")), 0);
     json_decref(out);
     world_done(w);
@@ -171,14 +151,14 @@ START_TEST(input_as_json_on_stdin_in_a_file_and_as_args)
     json_t *out;
 
     run_task(w, "stdin", json_pack("{s:s}", "a", "b"), &out);
-    ck_assert_str_eq(text_of(out, "stdout"), "{\"a\":\"b\"}");
+    ck_assert_str_eq(tu_records_text(out, "stdout"), "{\"a\":\"b\"}");
     json_decref(out);
     run_task(w, "file", json_pack("{s:i}", "n", 1), &out);
-    ck_assert_str_eq(text_of(out, "stdout"), "{\"n\":1}");
-    ck_assert_str_eq(text_of(out, "stderr"), "-rw-------\n"); /* private */
+    ck_assert_str_eq(tu_records_text(out, "stdout"), "{\"n\":1}");
+    ck_assert_str_eq(tu_records_text(out, "stderr"), "-rw-------\n"); /* private */
     json_decref(out);
     run_task(w, "args", json_pack("{s:s}", "opt", "x y"), &out);
-    ck_assert_str_eq(text_of(out, "stdout"), "[--first]\n[--opt=x y]\n");
+    ck_assert_str_eq(tu_records_text(out, "stdout"), "[--first]\n[--opt=x y]\n");
     json_decref(out);
     world_done(w);
 }
@@ -197,9 +177,9 @@ START_TEST(shell_command_lines_never_take_input)
                            "echo \"got: $INPUT_VALUE\""));
     run_task(w, "sh", json_pack("{s:s}", "value", evil), &out);
     /* the text came back verbatim, and nothing in it ran */
-    ck_assert_msg(strncmp(text_of(out, "stdout"), "got: ", 5) == 0 &&
-                      strstr(text_of(out, "stdout"), evil) != NULL,
-                  "%s", text_of(out, NULL));
+    ck_assert_msg(strncmp(tu_records_text(out, "stdout"), "got: ", 5) == 0 &&
+                      strstr(tu_records_text(out, "stdout"), evil) != NULL,
+                  "%s", tu_records_text(out, NULL));
     json_decref(out);
     ck_assert_int_eq(access(marker, F_OK), -1);
     world_done(w);
@@ -222,19 +202,19 @@ START_TEST(output_formats)
     run_task(w, "json", json_object(), &out);
     ck_assert_int_eq(json_integer_value(json_object_get(json_object_get(out, "data"), "size")), 42);
     ck_assert(json_is_true(json_object_get(json_object_get(out, "data"), "ok")));
-    ck_assert_str_eq(text_of(out, "stdout"), "");
+    ck_assert_str_eq(tu_records_text(out, "stdout"), "");
     json_decref(out);
     run_task(w, "scalar", json_object(), &out);
     ck_assert_int_eq(json_integer_value(json_object_get(json_object_get(out, "data"), "result")),
                      7);
     json_decref(out);
     ck_assert_int_eq(run_task(w, "bad", json_object(), &out).result, DF_RESULT_ERROR);
-    ck_assert_msg(strstr(text_of(out, "debug"), "The output of 'bad' is not JSON") != NULL, "%s",
-                  text_of(out, NULL));
+    ck_assert_msg(strstr(tu_records_text(out, "debug"), "The output of 'bad' is not JSON") != NULL,
+                  "%s", tu_records_text(out, NULL));
     json_decref(out);
     run_task(w, "quiet", json_object(), &out);
-    ck_assert_str_eq(text_of(out, "stdout"), "");
-    ck_assert_str_eq(text_of(out, "stderr"), "shown\n");
+    ck_assert_str_eq(tu_records_text(out, "stdout"), "");
+    ck_assert_str_eq(tu_records_text(out, "stderr"), "shown\n");
     json_decref(out);
     world_done(w);
 }
@@ -252,8 +232,8 @@ START_TEST(line_protocol)
     json_t *out;
 
     run_task(w, "proto", json_object(), &out);
-    ck_assert_str_eq(text_of(out, "stdout"), "before\n::bogus thing::x\nafter\n");
-    ck_assert_str_eq(text_of(out, "debug"), "half way[warn] careful");
+    ck_assert_str_eq(tu_records_text(out, "stdout"), "before\n::bogus thing::x\nafter\n");
+    ck_assert_str_eq(tu_records_text(out, "debug"), "half way[warn] careful");
     ck_assert_str_eq(data_str(out, "version"), "1.2.3");
     ck_assert_str_eq(data_str(out, "partial"), "joined");
     json_decref(out);
@@ -296,10 +276,11 @@ START_TEST(retries_carry_state)
     json_t *out;
 
     ck_assert_int_eq(run_task(w, "flaky", json_object(), &out).result, DF_RESULT_SUCCESS);
-    ck_assert_str_eq(text_of(out, "stdout"),
+    ck_assert_str_eq(tu_records_text(out, "stdout"),
                      "try 1 of 4 state=none\ntry 2 of 4 state=1\ntry 3 of 4 state=2\n");
-    ck_assert_str_eq(text_of(out, "debug"), "attempt 1 of 4 exited with 75; retrying in 1 s"
-                                            "attempt 2 of 4 exited with 75; retrying in 2 s");
+    ck_assert_str_eq(tu_records_text(out, "debug"),
+                     "attempt 1 of 4 exited with 75; retrying in 1 s"
+                     "attempt 2 of 4 exited with 75; retrying in 2 s");
     json_decref(out);
     ck_assert_int_eq(run_task(w, "hopeless", json_object(), &out).result, DF_RESULT_ERROR);
     ck_assert_int_eq(json_integer_value(json_object_get(out, "exit_status")), 75);
@@ -317,7 +298,8 @@ START_TEST(timeout_kills_after_the_grace_period)
 
     ck_assert_int_eq(run_task(w, "stuck", json_object(), &out).result, DF_RESULT_ERROR);
     ck_assert_int_eq(json_integer_value(json_object_get(out, "exit_status")), 137);
-    ck_assert_str_eq(text_of(out, "debug"), "Timeout for execution passed, trying to stop the job");
+    ck_assert_str_eq(tu_records_text(out, "debug"),
+                     "Timeout for execution passed, trying to stop the job");
     json_decref(out);
     world_done(w);
 }

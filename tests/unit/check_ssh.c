@@ -156,25 +156,6 @@ static struct df_plan_info run_job(df_world *w, json_t *input, char *id, json_t 
     return info;
 }
 
-static const char *text_of(const json_t *out, const char *type)
-{
-    static char buf[16384];
-    const json_t *rec;
-    size_t i, n = 0;
-
-    buf[0] = '\0';
-    json_array_foreach(json_object_get(out, "result"), i, rec)
-    {
-        if (type == NULL ||
-            strcmp(json_string_value(json_object_get(rec, "output_type")), type) == 0)
-            n += (size_t)snprintf(buf + n, sizeof(buf) - n, "%s",
-                                  json_string_value(json_object_get(rec, "output")));
-        if (n >= sizeof(buf))
-            break;
-    }
-    return buf;
-}
-
 static json_int_t exit_of(const json_t *out)
 {
     return json_integer_value(json_object_get(out, "exit_status"));
@@ -192,8 +173,10 @@ START_TEST(exit_codes_pty_and_cr)
     run_job(w, job_input("#!/bin/sh\r\necho out\r\necho err >&2\r\nexit 3\r\n", NULL), id, &out);
     ck_assert_int_eq(exit_of(out), 3);
     /* the pty merges stderr into stdout and ends lines with \r\n; \r of the script is gone */
-    ck_assert_msg(strstr(text_of(out, "stdout"), "out\r\n") != NULL, "%s", text_of(out, NULL));
-    ck_assert_msg(strstr(text_of(out, "stdout"), "err\r\n") != NULL, "%s", text_of(out, NULL));
+    ck_assert_msg(strstr(tu_records_text(out, "stdout"), "out\r\n") != NULL, "%s",
+                  tu_records_text(out, NULL));
+    ck_assert_msg(strstr(tu_records_text(out, "stdout"), "err\r\n") != NULL, "%s",
+                  tu_records_text(out, NULL));
     json_decref(out);
     tu_expect(w, id, DF_PLAN_STOPPED, DF_RESULT_ERROR);
     run_job(w, job_input("echo fine", NULL), id, &out);
@@ -219,8 +202,9 @@ START_TEST(noexec_working_dir)
     w = world();
     run_job(w, job_input("echo never", json_pack("{s:i}", "ssh_port", atoi(noexec))), id, &out);
     ck_assert_str_eq(json_string_value(json_object_get(out, "exit_status")), "EXCEPTION");
-    ck_assert_str_eq(text_of(out, NULL), "Error initializing command: RuntimeError - Failed to "
-                                         "execute script on remote machine, exit code: 126.");
+    ck_assert_str_eq(tu_records_text(out, NULL),
+                     "Error initializing command: RuntimeError - Failed to "
+                     "execute script on remote machine, exit code: 126.");
     json_decref(out);
     world_done(w);
 }
@@ -238,14 +222,15 @@ START_TEST(unreachable_port)
     run_job(w, job_input("true", json_pack("{s:i}", "ssh_port", port_of("UNREACHABLE_PORT"))), id,
             &out);
     ck_assert_str_eq(json_string_value(json_object_get(out, "exit_status")), "EXCEPTION");
-    ck_assert_msg(strstr(text_of(out, "debug"),
+    ck_assert_msg(strstr(tu_records_text(out, "debug"),
                          "Error initializing command: RuntimeError - Could not establish "
                          "connection to remote host using any available authentication method, "
                          "tried publickey\n\nAuthentication method 'publickey' failed with:\n") !=
                       NULL,
-                  "%s", text_of(out, NULL));
+                  "%s", tu_records_text(out, NULL));
     snprintf(expected, sizeof(expected), "port %d", port_of("UNREACHABLE_PORT"));
-    ck_assert_msg(strstr(text_of(out, "debug"), expected) != NULL, "%s", text_of(out, NULL));
+    ck_assert_msg(strstr(tu_records_text(out, "debug"), expected) != NULL, "%s",
+                  tu_records_text(out, NULL));
     json_decref(out);
     world_done(w);
 }
@@ -271,24 +256,26 @@ START_TEST(password_auth_and_fallback)
                       json_pack("{s:{s:s}}", "secrets", "ssh_password", E("SSH_PASSWORD"))),
             id, &out);
     ck_assert_int_eq(exit_of(out), 0);
-    ck_assert_msg(strstr(text_of(out, "stdout"), "via-password") != NULL, "%s", text_of(out, NULL));
+    ck_assert_msg(strstr(tu_records_text(out, "stdout"), "via-password") != NULL, "%s",
+                  tu_records_text(out, NULL));
     json_decref(out);
 
     /* every method fails: each one's reason */
     run_job(w, job_input("true", json_pack("{s:{s:s}}", "secrets", "ssh_password", "bad")), id,
             &out);
     ck_assert_str_eq(json_string_value(json_object_get(out, "exit_status")), "EXCEPTION");
-    ck_assert_msg(strstr(text_of(out, "debug"), "tried password\n\nAuthentication method "
-                                                "'password' failed with:\nrexuser@127.0.0.1: "
-                                                "Permission denied") != NULL,
-                  "%s", text_of(out, NULL));
+    ck_assert_msg(strstr(tu_records_text(out, "debug"),
+                         "tried password\n\nAuthentication method "
+                         "'password' failed with:\nrexuser@127.0.0.1: "
+                         "Permission denied") != NULL,
+                  "%s", tu_records_text(out, NULL));
     json_decref(out);
 
     /* nothing to try */
     run_job(w, job_input("true", NULL), id, &out);
-    ck_assert_msg(strstr(text_of(out, "debug"), "There are no available authentication methods") !=
-                      NULL,
-                  "%s", text_of(out, NULL));
+    ck_assert_msg(strstr(tu_records_text(out, "debug"),
+                         "There are no available authentication methods") != NULL,
+                  "%s", tu_records_text(out, NULL));
     json_decref(out);
     world_done(w);
 }
@@ -308,9 +295,9 @@ START_TEST(encrypted_key)
     json_decref(out);
     /* without the passphrase the key is skipped */
     run_job(w, job_input("true", NULL), id, &out);
-    ck_assert_msg(strstr(text_of(out, "debug"), "There are no available authentication methods") !=
-                      NULL,
-                  "%s", text_of(out, NULL));
+    ck_assert_msg(strstr(tu_records_text(out, "debug"),
+                         "There are no available authentication methods") != NULL,
+                  "%s", tu_records_text(out, NULL));
     json_decref(out);
     world_done(w);
 }
@@ -324,7 +311,7 @@ START_TEST(user_certificate)
     json_t *out;
 
     run_job(w, job_input("echo certified", NULL), id, &out);
-    ck_assert_msg(exit_of(out) == 0, "%s", text_of(out, NULL));
+    ck_assert_msg(exit_of(out) == 0, "%s", tu_records_text(out, NULL));
     json_decref(out);
     world_done(w);
 }
@@ -344,8 +331,8 @@ START_TEST(host_keys)
     ck_assert_int_eq(system(cmd), 0);
     run_job(w, job_input("true", NULL), id, &out);
     ck_assert_str_eq(json_string_value(json_object_get(out, "exit_status")), "EXCEPTION");
-    ck_assert_msg(strstr(text_of(out, "debug"), "Host key verification failed.") != NULL, "%s",
-                  text_of(out, NULL));
+    ck_assert_msg(strstr(tu_records_text(out, "debug"), "Host key verification failed.") != NULL,
+                  "%s", tu_records_text(out, NULL));
     json_decref(out);
     run_job(w, job_input("true", json_pack("{s:b}", "first_execution", 1)), id, &out);
     ck_assert_int_eq(exit_of(out), 0);
@@ -376,11 +363,11 @@ START_TEST(pinned_host_key)
     wrong[strcspn(wrong, "\n")] = '\0';
     *strrchr(wrong, ' ') = '\0';
     run_job(w, job_input("true", json_pack("{s:s}", "host_public_key", key)), id, &out);
-    ck_assert_msg(exit_of(out) == 0, "%s", text_of(out, NULL));
+    ck_assert_msg(exit_of(out) == 0, "%s", tu_records_text(out, NULL));
     json_decref(out);
     run_job(w, job_input("true", json_pack("{s:s}", "host_public_key", wrong)), id, &out);
-    ck_assert_msg(strstr(text_of(out, "debug"), "Host key verification failed") != NULL, "%s",
-                  text_of(out, NULL));
+    ck_assert_msg(strstr(tu_records_text(out, "debug"), "Host key verification failed") != NULL,
+                  "%s", tu_records_text(out, NULL));
     json_decref(out);
     world_done(w);
 }
@@ -409,19 +396,20 @@ START_TEST(sudo_su_and_dzdo)
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         const char *pw = E(cases[i].password_env);
         run_job(w, job_input("id -un", as(cases[i].method, pw)), id, &out);
-        ck_assert_msg(exit_of(out) == 0, "%s: %s", cases[i].method, text_of(out, NULL));
-        ck_assert_msg(strstr(text_of(out, "stdout"), "effuser") != NULL, "%s: %s", cases[i].method,
-                      text_of(out, NULL));
-        ck_assert_msg(strstr(text_of(out, NULL), pw) == NULL, "%s: the password is in the output",
-                      cases[i].method);
+        ck_assert_msg(exit_of(out) == 0, "%s: %s", cases[i].method, tu_records_text(out, NULL));
+        ck_assert_msg(strstr(tu_records_text(out, "stdout"), "effuser") != NULL, "%s: %s",
+                      cases[i].method, tu_records_text(out, NULL));
+        ck_assert_msg(strstr(tu_records_text(out, NULL), pw) == NULL,
+                      "%s: the password is in the output", cases[i].method);
         json_decref(out);
         run_job(w, job_input("id -un", as(cases[i].method, "wrong-password")), id, &out);
         ck_assert_str_eq(json_string_value(json_object_get(out, "exit_status")), "EXCEPTION");
-        ck_assert_msg(strstr(text_of(out, "debug"), "Failed to change to effective user, exit "
-                                                    "code: ") != NULL,
-                      "%s: %s", cases[i].method, text_of(out, NULL));
-        ck_assert_msg(strstr(text_of(out, NULL), "wrong-password") == NULL, "%s",
-                      text_of(out, NULL));
+        ck_assert_msg(strstr(tu_records_text(out, "debug"),
+                             "Failed to change to effective user, exit "
+                             "code: ") != NULL,
+                      "%s: %s", cases[i].method, tu_records_text(out, NULL));
+        ck_assert_msg(strstr(tu_records_text(out, NULL), "wrong-password") == NULL, "%s",
+                      tu_records_text(out, NULL));
         json_decref(out);
     }
     world_done(w);
@@ -443,21 +431,6 @@ END_TEST
 
 /* ---- cancel, timeout, cleanup (§1.6) -----------------------------------------------------------
  */
-
-/* No such process, or a zombie waiting for init. */
-static bool process_gone(pid_t pid)
-{
-    char path[64], stat[256] = "";
-    FILE *f;
-
-    snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
-    if ((f = fopen(path, "r")) == NULL)
-        return true;
-    if (fgets(stat, sizeof(stat), f) == NULL)
-        stat[0] = '\0';
-    fclose(f);
-    return strstr(stat, ") Z ") != NULL;
-}
 
 static pid_t pid_in(const char *path)
 {
@@ -493,7 +466,7 @@ START_TEST(cancel_kills_the_remote_tree)
     /* as the Ruby proxy reports after a cancel: the wrapper's SIGTERM */
     ck_assert_int_eq(exit_of(out), 143);
     json_decref(out);
-    ck_assert_msg(WAIT_UNTIL(process_gone(sleeper), 10), "sleep %d survived", (int)sleeper);
+    ck_assert_msg(WAIT_UNTIL(tu_process_gone(sleeper), 10), "sleep %d survived", (int)sleeper);
     unlink(pidfile);
     world_done(w);
 }
@@ -508,9 +481,10 @@ START_TEST(timeout_stops_the_job)
     run_job(
         w, job_input("echo started; sleep 30", json_pack("{s:i}", "execution_timeout_interval", 2)),
         id, &out);
-    ck_assert_msg(strstr(text_of(out, "debug"), "Timeout for execution passed, trying to stop the "
-                                                "job") != NULL,
-                  "%s", text_of(out, NULL));
+    ck_assert_msg(strstr(tu_records_text(out, "debug"),
+                         "Timeout for execution passed, trying to stop the "
+                         "job") != NULL,
+                  "%s", tu_records_text(out, NULL));
     ck_assert_int_ne(exit_of(out), 0);
     json_decref(out);
     world_done(w);
@@ -528,7 +502,7 @@ static bool shows(df_world *w, const char *id, const char *text)
         return false;
     df_plan_poll(w, id);
     out = tu_output(w, id, 1);
-    yes = strstr(text_of(out, NULL), text) != NULL;
+    yes = strstr(tu_records_text(out, NULL), text) != NULL;
     json_decref(out);
     return yes;
 }
@@ -558,9 +532,9 @@ START_TEST(dead_server_is_noticed)
     signal_sessions(SIGKILL);
     out = tu_output(w, id, 1);
     ck_assert_int_eq(exit_of(out), 255);
-    ck_assert_msg(strstr(text_of(out, "stderr"), "Timeout, server 127.0.0.1 not responding.") !=
-                      NULL,
-                  "%s", text_of(out, NULL));
+    ck_assert_msg(
+        strstr(tu_records_text(out, "stderr"), "Timeout, server 127.0.0.1 not responding.") != NULL,
+        "%s", tu_records_text(out, NULL));
     json_decref(out);
     world_done(w);
 }

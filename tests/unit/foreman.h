@@ -9,6 +9,7 @@
 #include <check.h>
 #include <stdatomic.h>
 #include <stdio.h>
+#include <string.h>
 
 #include "proxy/auth.h"
 #include "proxy/http.h"
@@ -68,6 +69,20 @@ static inline void foreman_start(const char *dir)
         "%s", err.text);
     atomic_store(&received, 0);
     atomic_store(&failures_left, 0);
+}
+
+/* New reference: the callback Foreman received for one of its tasks, or NULL. */
+static inline json_t *callback_for(const char *foreman_task)
+{
+    for (int i = 0; i < atomic_load(&received) && i < FOREMAN_MAX_BODIES; i++) {
+        json_t *j = json_loads(bodies[i], 0, NULL);
+        const char *t =
+            json_string_value(json_object_get(json_object_get(j, "callback"), "task_id"));
+        if (t != NULL && strcmp(t, foreman_task) == 0)
+            return j;
+        json_decref(j);
+    }
+    return NULL;
 }
 
 static inline void foreman_stop(void)

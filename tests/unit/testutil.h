@@ -310,4 +310,40 @@ static inline void tu_event(df_world *w, const char *id, int step_id, enum df_ev
     ck_assert_msg(df_world_event(w, id, step_id, &ev, delay, &err) == 0, "event: %s", err.text);
 }
 
+/* The "output" of a runner output's records of one type (NULL: all) joined, in a static buffer. */
+static inline const char *tu_records_text(const json_t *out, const char *type)
+{
+    static char buf[65536];
+    const json_t *rec;
+    size_t i, n = 0;
+
+    buf[0] = '\0';
+    json_array_foreach(json_object_get(out, "result"), i, rec)
+    {
+        const char *t = json_string_value(json_object_get(rec, "output_type"));
+        if (type != NULL && (t == NULL || strcmp(t, type) != 0))
+            continue;
+        n += (size_t)snprintf(buf + n, sizeof(buf) - n, "%s",
+                              json_string_value(json_object_get(rec, "output")));
+        if (n >= sizeof(buf))
+            break;
+    }
+    return buf;
+}
+
+/* No such process, or a zombie waiting for init to reap it. */
+static inline bool tu_process_gone(pid_t pid)
+{
+    char path[64], stat[256] = "";
+    FILE *f;
+
+    snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+    if ((f = fopen(path, "r")) == NULL)
+        return true;
+    if (fgets(stat, sizeof(stat), f) == NULL)
+        stat[0] = '\0';
+    fclose(f);
+    return strstr(stat, ") Z ") != NULL;
+}
+
 #endif
