@@ -4,7 +4,8 @@
 #                                 stub), start sshd on a free port, write DIR/env
 #   tests/ssh/sshd.sh rekey DIR   a new host key, same port (for "changed host key")
 #   tests/ssh/sshd.sh stop DIR    kill sshd by its pid file, remove DIR
-# Needs root (sshd with PAM, users, sudo).  Leaves behind: users rexuser and effuser,
+# Needs root (sshd with PAM, users, sudo).  Leaves behind: users rexuser, effuser and rexnoacl,
+# /var/lib/rex-tests-noacl,
 # /etc/sudoers.d/rex-tests, /usr/local/bin/dzdo, /usr/local/sbin/rex-dzdo-exec and
 # /etc/rex-tests-dzdo-password.
 set -euo pipefail
@@ -107,6 +108,7 @@ UsePAM yes
 MaxStartups 1000:30:1000
 MaxSessions 1000
 MaxAuthTries 10
+PermitUserEnvironment PATH
 LogLevel VERBOSE
 CONF
     mkdir -p /run/sshd
@@ -114,19 +116,36 @@ CONF
     wait_listening "$port" "$dir/sshd.log"
 }
 
+# rexnoacl: a user whose PATH has the usual tools but no setfacl (a host without the acl
+# package), through ~/.ssh/environment (sshd: PermitUserEnvironment PATH)
+install_noacl_user() {
+    local bin=/var/lib/rex-tests-noacl t
+    ensure_user rexnoacl rexnoaclpass
+    mkdir -p "$bin"
+    for t in sh true false [ test mkdir base64 tee chmod rm mv cat id wc sleep echo kill unshare sudo su env; do
+        ln -sf "$(type -P "$t")" "$bin/$t"
+    done
+    install -d -m700 -o rexnoacl -g rexnoacl /home/rexnoacl/.ssh
+    echo "PATH=$bin" >/home/rexnoacl/.ssh/environment
+    chown rexnoacl:rexnoacl /home/rexnoacl/.ssh/environment
+}
+
 # Each environment adds its key with its own marker and takes only that away again: tests
 # running at the same time keep each other's keys.  Callers hold the lock.
 edit_authorized_keys() {
-    local marker=$1 add=$2 keys=/home/rexuser/.ssh/authorized_keys
-    install -d -m700 -o rexuser -g rexuser /home/rexuser/.ssh
-    touch "$keys"
-    {
-        grep -v -F " rex-tests:$marker" "$keys" || true
-        [ -z "$add" ] || sed "s|\$| rex-tests:$marker|" "$add"
-    } >"$keys.new"
-    mv "$keys.new" "$keys"
-    chown rexuser:rexuser "$keys"
-    chmod 600 "$keys"
+    local marker=$1 add=$2 user keys
+    for user in rexuser rexnoacl; do
+        keys=/home/$user/.ssh/authorized_keys
+        install -d -m700 -o "$user" -g "$user" "/home/$user/.ssh"
+        touch "$keys"
+        {
+            grep -v -F " rex-tests:$marker" "$keys" || true
+            [ -z "$add" ] || sed "s|\$| rex-tests:$marker|" "$add"
+        } >"$keys.new"
+        mv "$keys.new" "$keys"
+        chown "$user:$user" "$keys"
+        chmod 600 "$keys"
+    done
 }
 
 # One setup at a time: useradd, sudoers and authorized_keys are shared by parallel tests.
@@ -143,6 +162,7 @@ machine_setup() {
     ensure_user effuser effpass
     install_sudoers
     install_dzdo
+    install_noacl_user
 }
 
 start() {
@@ -177,6 +197,7 @@ export SSH_KEY=$dir/id_rsa_foreman_proxy
 export SSH_KEY_ENCRYPTED=$dir/id_rsa_encrypted
 export SSH_KEY_PASSPHRASE=keypass
 export SSH_CERT_KEY=$dir/id_cert
+export NOACL_USER=rexnoacl
 ENV
     echo "$dir/env"
 }

@@ -416,6 +416,25 @@ START_TEST(sudo_su_and_dzdo)
 }
 END_TEST
 
+/* A host without setfacl cannot let another user run the script: said before anything runs. */
+START_TEST(missing_setfacl)
+{
+    df_world *w = world();
+    char id[DF_UUID_BUF];
+    json_t *out, *in = as("sudo", E("SSH_PASSWORD"));
+
+    json_object_set_new(in, "ssh_user", json_string(E("NOACL_USER")));
+    run_job(w, job_input("id -un", in), id, &out);
+    ck_assert_str_eq(json_string_value(json_object_get(out, "exit_status")), "EXCEPTION");
+    ck_assert_str_eq(tu_records_text(out, NULL),
+                     "Error initializing command: RuntimeError - Failed to set the permissions for "
+                     "the effective user with setfacl, exit code: 127 (is the acl package "
+                     "installed on the host?)");
+    json_decref(out);
+    world_done(w);
+}
+END_TEST
+
 START_TEST(unsupported_method)
 {
     df_world *w = world();
@@ -578,6 +597,7 @@ int main(void)
     tcase_add_test(tc, host_keys);
     tcase_add_test(tc, pinned_host_key);
     tcase_add_test(tc, sudo_su_and_dzdo);
+    tcase_add_test(tc, missing_setfacl);
     tcase_add_test(tc, unsupported_method);
     tcase_add_test(tc, cancel_kills_the_remote_tree);
     tcase_add_test(tc, timeout_stops_the_job);
