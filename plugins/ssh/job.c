@@ -101,11 +101,23 @@ static void preflight_output(struct rex_job *job, const char *buf, size_t len, b
     answer_prompts(job, buf, len);
 }
 
+static bool blank(const char *buf, size_t len)
+{
+    for (size_t i = 0; i < len; i++)
+        if (buf[i] != '\r' && buf[i] != '\n')
+            return false;
+    return true;
+}
+
 static void script_output(struct rex_job *job, const char *buf, size_t len, bool is_stderr)
 {
     answer_prompts(job, buf, len);
-    if (!holds_password(job, buf, len))
-        df_runner_publish(job->r, is_stderr ? "stderr" : "stdout", buf, len);
+    if (holds_password(job, buf, len))
+        return;
+    df_runner_publish(job->r, is_stderr ? "stderr" : "stdout", buf, len);
+    if (!is_stderr && !blank(buf, len)) /* the power action's marker */
+        job->last_stdout_starts_power = (len >= 12 && memcmp(buf, "restart host", 12) == 0) ||
+                                        (len >= 13 && memcmp(buf, "shutdown host", 13) == 0);
 }
 
 /* ---- steps -------------------------------------------------------------------------------------
@@ -232,12 +244,19 @@ static void finish(struct rex_job *job)
 }
 
 /* The main command ended: its exit status, or 255 when the connection broke or the remote
- * wrapper died of a signal (§1.4 step 5). */
+ * wrapper died of a signal (§1.4 step 5).  A connection lost right after REX's power action
+ * said "restart host" or "shutdown host" is the host going down as asked: success, as the
+ * net-ssh runner had it (§1.5). */
 static void run_ended(struct rex_job *job, int rc)
 {
     struct rex_cmd *c = job->cmd;
 
-    job->status = rc < 0 || c->signaled || c->exit_status < 0 ? 255 : c->exit_status;
+    bool lost = rc < 0 || (c->exit_status < 0 && !c->signaled); /* no exit status came */
+
+    job->status = lost || c->signaled ? 255 : c->exit_status;
+    job->lost = lost;
+    if (lost && job->last_stdout_starts_power)
+        job->status = 0;
 }
 
 static void next_step(struct rex_job *job)
@@ -275,6 +294,10 @@ static void advance(struct rex_job *job)
             return;
         if (job->step == STEP_RUN) {
             run_ended(job, rc);
+            if (job->lost) { /* nothing to clean up through a lost connection */
+                finish(job);
+                return;
+            }
         } else if (rc < 0) {
             fail(job, "the connection to %s broke: %s", job->host, ssh_get_error(job->s));
             finish(job);

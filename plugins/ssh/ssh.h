@@ -134,6 +134,8 @@ struct rex_job {
     int status; /* the script's exit status */
     bool killed;
     double last_input, last_keepalive; /* monotonic seconds */
+    bool last_stdout_starts_power;     /* "restart host" / "shutdown host" */
+    bool lost;                         /* the connection went away during the run */
     char error[1024];
 };
 

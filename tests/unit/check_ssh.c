@@ -559,6 +559,24 @@ START_TEST(dead_server_is_noticed)
 }
 END_TEST
 
+/* The power action prints "restart host" and the host goes away: that is success. */
+START_TEST(reboot_is_success)
+{
+    df_world *w = world();
+    const char *id = tu_trigger(w, "Proxy::RemoteExecution::Ssh::Actions::RunScript",
+                                job_input("echo 'restart host'; sleep 60", NULL));
+    json_t *out;
+
+    ck_assert(WAIT_UNTIL(shows(w, id, "restart host"), 20));
+    signal_sessions(SIGKILL); /* the connection drops as the host reboots */
+    tu_expect(w, id, DF_PLAN_STOPPED, DF_RESULT_SUCCESS);
+    out = tu_output(w, id, 1);
+    ck_assert_int_eq(exit_of(out), 0);
+    json_decref(out);
+    world_done(w);
+}
+END_TEST
+
 START_TEST(cleanup_on_and_off)
 {
     df_world *w = world();
@@ -603,6 +621,7 @@ int main(void)
     tcase_add_test(tc, timeout_stops_the_job);
     tcase_add_test(tc, cleanup_on_and_off);
     tcase_add_test(tc, dead_server_is_noticed);
+    tcase_add_test(tc, reboot_is_success);
     suite_add_tcase(s, tc);
     return run_suite(s);
 }
