@@ -12,6 +12,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "ssh.h"
@@ -68,6 +69,44 @@ static ssh_key load_key(struct rex_job *job)
     return key;
 }
 
+/* :ssh_ca_known_hosts_file: needs the host's certificate, which libssh 0.10 cannot negotiate:
+ * ssh-keyscan -c fetches it while the session connects (hostcert.c checks it). */
+static void keyscan_output(df_runner *r, const char *type, const char *buf, size_t len, void *arg)
+{
+    struct rex_job *job = arg;
+
+    (void)r;
+    if (strcmp(type, "stdout") != 0 || job->keyscan_len + len > 256 * 1024)
+        return;
+    job->keyscan = realloc(job->keyscan, job->keyscan_len + len + 1);
+    if (job->keyscan == NULL)
+        abort();
+    memcpy(job->keyscan + job->keyscan_len, buf, len);
+    job->keyscan_len += len;
+    job->keyscan[job->keyscan_len] = '\0';
+}
+
+static void keyscan_exit(df_runner *r, int status, void *arg)
+{
+    struct rex_job *job = arg;
+
+    (void)r, (void)status; /* what it found counts, not how it ended */
+    job->keyscan_done = true;
+    rex_pump(job);
+}
+
+static int start_keyscan(struct rex_job *job)
+{
+    char port[16], timeout[16];
+    const char *argv[] = {"ssh-keyscan", "-c", "-T", timeout, "-p", port, job->host, NULL};
+    const struct df_proc_spec spec = {
+        .argv = argv, .on_output = keyscan_output, .on_exit = keyscan_exit, .arg = job};
+
+    snprintf(port, sizeof(port), "%d", job->port);
+    snprintf(timeout, sizeof(timeout), "%d", REX_CONNECT_TIMEOUT);
+    return df_proc_spawn(job->r, &spec, NULL);
+}
+
 static void add_method(struct rex_job *job, enum rex_auth m)
 {
     job->methods[job->n_methods++] = m;
@@ -76,7 +115,7 @@ static void add_method(struct rex_job *job, enum rex_auth m)
 static int set_options(struct rex_job *job, const char *known_hosts)
 {
     const struct rex_settings *st = &job->plugin->s;
-    long timeout = 30;
+    long timeout = REX_CONNECT_TIMEOUT;
     int verbosity = st->log_level;
 
     if (ssh_options_set(job->s, SSH_OPTIONS_HOST, job->host) < 0)
@@ -134,6 +173,8 @@ int rex_conn_begin(struct rex_job *job)
     }
     if (job->first_execution && st->ca_known_hosts == NULL && job->pinned_key == NULL)
         forget_host_key(job, known_hosts);
+    if (st->ca_known_hosts != NULL && job->pinned_key == NULL && start_keyscan(job) < 0)
+        return -1; /* the runner ended, or waits for descriptors */
     job->s = ssh_new();
     if (job->s == NULL || set_options(job, known_hosts) < 0) {
         snprintf(job->error, sizeof(job->error), "cannot set up an SSH session to %s: %s",
@@ -194,10 +235,11 @@ static void method_failed(struct rex_job *job, const char *why)
     job->method_i++;
 }
 
-static int check_host_key(struct rex_job *job)
+/* known_hosts: accept-new, or the pinned key (§1.7). */
+static int check_known_host(struct rex_job *job)
 {
     enum ssh_known_hosts_e known = ssh_session_is_known_server(job->s);
-    const bool strict = job->plugin->s.ca_known_hosts != NULL || job->pinned_key != NULL;
+    const bool strict = job->pinned_key != NULL;
 
     switch (known) {
         case SSH_KNOWN_HOSTS_OK:
@@ -206,8 +248,8 @@ static int check_host_key(struct rex_job *job)
         case SSH_KNOWN_HOSTS_NOT_FOUND:
             if (!strict && ssh_session_update_known_hosts(job->s) == SSH_OK)
                 return 0; /* accept-new */
-            all_failed(job, strict ? "Host key verification failed (not signed by the CA in "
-                                     ":ssh_ca_known_hosts_file:)."
+            all_failed(job, strict ? "Host key verification failed (not the pinned "
+                                     "host_public_key)."
                                    : "Host key verification failed (cannot write known_hosts).");
             return -1;
         case SSH_KNOWN_HOSTS_CHANGED:
@@ -221,6 +263,38 @@ static int check_host_key(struct rex_job *job)
             all_failed(job, ssh_get_error(job->s));
             return -1;
     }
+}
+
+/* :ssh_ca_known_hosts_file: StrictHostKeyChecking=yes against the CA (§1.7). */
+static int check_certified_host(struct rex_job *job)
+{
+    char why[1024], text[1100];
+    ssh_key key = NULL;
+    int rc;
+
+    if (ssh_get_server_publickey(job->s, &key) != SSH_OK) {
+        all_failed(job, ssh_get_error(job->s));
+        return -1;
+    }
+    rc = rex_hostcert_check(job->plugin->s.ca_known_hosts, job->host, job->port, key,
+                            job->keyscan ? job->keyscan : "", (uint64_t)time(NULL), why,
+                            sizeof(why));
+    ssh_key_free(key);
+    if (rc == 0)
+        return 0;
+    snprintf(text, sizeof(text), "%s\nHost key verification failed.", why);
+    all_failed(job, text);
+    return -1;
+}
+
+/* 1 the host is who it should be, 0 waiting for its certificate, -1 failed. */
+static int check_host(struct rex_job *job)
+{
+    if (job->plugin->s.ca_known_hosts == NULL || job->pinned_key != NULL)
+        return check_known_host(job) < 0 ? -1 : 1;
+    if (!job->keyscan_done)
+        return 0;
+    return check_certified_host(job) < 0 ? -1 : 1;
 }
 
 static int try_method(struct rex_job *job)
@@ -250,8 +324,12 @@ int rex_conn_pump(struct rex_job *job)
             return -1;
         }
         job->connected = true;
-        if (check_host_key(job) < 0)
-            return -1;
+    }
+    if (!job->host_checked) { /* before any secret goes to the host */
+        int rc = check_host(job);
+        if (rc <= 0)
+            return rc;
+        job->host_checked = true;
     }
     while (!job->authenticated && job->method_i < job->n_methods) {
         int rc = try_method(job);

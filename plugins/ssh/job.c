@@ -332,8 +332,6 @@ static void advance_kill(struct rex_job *job)
 /* ---- the event loop ----------------------------------------------------------------------------
  */
 
-static void pump(struct rex_job *job);
-
 static double mono(void)
 {
     struct timespec ts;
@@ -349,7 +347,7 @@ static void on_socket(df_runner *r, int fd, uint32_t events, void *arg)
     (void)r, (void)fd;
     if (events & EPOLLIN)
         job->last_input = mono();
-    pump(job);
+    rex_pump(job);
 }
 
 /* Read always; write when libssh has something queued or the TCP connect is under way. */
@@ -370,7 +368,7 @@ static void watch_socket(struct rex_job *job)
     }
 }
 
-static void pump(struct rex_job *job)
+void rex_pump(struct rex_job *job)
 {
     if (job->connected && job->event == NULL) {
         job->event = ssh_event_new();
@@ -453,10 +451,11 @@ static int rex_start(df_runner *r)
         return -1;
     }
     if (rex_conn_begin(job) < 0) {
-        df_runner_exception(r, "Error initializing command", NULL, job->error, true);
-        return -1;
+        if (!df_runner_exited(r) && job->error[0] != '\0')
+            df_runner_exception(r, "Error initializing command", NULL, job->error, true);
+        return -1; /* or waits for descriptors (nothing was published) */
     }
-    pump(job);
+    rex_pump(job);
     return 0;
 }
 
@@ -490,7 +489,7 @@ static void rex_refresh(df_runner *r)
     struct rex_job *job = df_runner_data(r);
 
     if (job != NULL && job->step != STEP_DONE)
-        pump(job);
+        rex_pump(job);
     if (job != NULL && job->step != STEP_DONE)
         keepalive(job);
 }
@@ -509,7 +508,7 @@ static void rex_kill(df_runner *r)
         text = rex_printf("kill $(cat %s/pid)", job->remote_dir);
         job->kill = rex_cmd_new(text, false, NULL, 0);
         free(text);
-        pump(job);
+        rex_pump(job);
     } else if (job->step == STEP_CONNECT) {
         df_runner_publish_text(r, "debug", "The job was cancelled before it connected");
         finish(job);
@@ -528,6 +527,7 @@ static void rex_close(df_runner *r)
         ssh_free(job->s);
     ssh_key_free(job->key);
     free(job->auth_errors);
+    free(job->keyscan);
     free(job->err_text);
     free(job->remote_dir);
     if (job->local_dir != NULL) {

@@ -17,6 +17,8 @@
 #define SSH_ACTION     "Proxy::RemoteExecution::Ssh::Actions::RunScript"
 #define SSH_ACTION_OLD "ForemanRemoteExecutionCore::Actions::RunScript"
 
+#define REX_CONNECT_TIMEOUT 30 /* seconds, for libssh and ssh-keyscan */
+
 /* settings.d/remote_execution_ssh.yml (§1.2) */
 struct rex_settings {
     char *key_file;           /* :ssh_identity_key_file: */
@@ -71,6 +73,14 @@ int rex_conn_begin(struct rex_job *job);
 /* 1 authenticated, 0 waiting, -1 failed with job->error set. */
 int rex_conn_pump(struct rex_job *job);
 
+/* ---- host certificates (hostcert.c) ------------------------------------------------------- */
+
+/* Whether server_key is certified for host:port by a certificate authority of ca_file (§1.7);
+ * the certificate is looked for in keyscan, the output of ssh-keyscan -c.  0, or -1 with why
+ * filled. */
+int rex_hostcert_check(const char *ca_file, const char *host, int port, ssh_key server_key,
+                       const char *keyscan, uint64_t now, char *why, size_t len);
+
 /* ---- the remote setup (setup.c) ------------------------------------------------------------ */
 
 enum rex_phase {
@@ -93,6 +103,8 @@ void rex_setup_failure(const struct rex_job *job, const char *err_text, int stat
 /* ---- the job: the script runner (job.c) ---------------------------------------------------- */
 
 extern const struct df_runner_ops rex_runner_ops;
+/* Advances the job as far as its session allows now. */
+void rex_pump(struct rex_job *job);
 int rex_check_input(const struct df_runner_class *cls, const json_t *input, df_error *err);
 
 enum rex_auth { AUTH_PASSWORD, AUTH_PUBLICKEY, AUTH_GSSAPI };
@@ -116,7 +128,10 @@ struct rex_job {
     char *local_dir;        /* for the pinned key's known_hosts */
 
     /* connecting */
-    bool connected, authenticated;
+    bool connected, host_checked, authenticated;
+    bool keyscan_done; /* ssh-keyscan -c ended (:ssh_ca_known_hosts_file:) */
+    char *keyscan;     /* its output */
+    size_t keyscan_len;
     enum rex_auth methods[3];
     size_t n_methods, method_i;
     ssh_key key;

@@ -3,6 +3,10 @@
 #   tests/ssh/sshd.sh start DIR   set up (once per machine: packages, users, sudoers, the dzdo
 #                                 stub), start sshd on a free port, write DIR/env
 #   tests/ssh/sshd.sh rekey DIR   a new host key, same port (for "changed host key")
+#   tests/ssh/sshd.sh hostcert DIR [VALIDITY [PRINCIPALS [CA]]]
+#                                 sign the host key again (ssh-keygen -V and -n; default: forever,
+#                                 127.0.0.1,localhost) with DIR/CA (host_ca, host_ca_rsa or
+#                                 host_ca_ecdsa) and restart sshd
 #   tests/ssh/sshd.sh stop DIR    kill sshd by its pid file, remove DIR
 # Needs root (sshd with PAM, users, sudo).  Leaves behind: users rexuser, effuser and rexnoacl,
 # /var/lib/rex-tests-noacl,
@@ -99,6 +103,7 @@ start_sshd() {
 Port $port
 ListenAddress 127.0.0.1
 HostKey $dir/hostkey
+HostCertificate $dir/hostkey-cert.pub
 PidFile $dir/sshd.pid
 PasswordAuthentication yes
 KbdInteractiveAuthentication no
@@ -176,6 +181,12 @@ start() {
     cp "$dir/id_rsa_foreman_proxy" "$dir/id_rsa_encrypted"
     ssh-keygen -q -p -N keypass -f "$dir/id_rsa_encrypted" >/dev/null
     ssh-keygen -q -t ed25519 -N '' -f "$dir/user_ca" <<<y >/dev/null
+    # host certificates (:ssh_ca_known_hosts_file:): the CA, and one the host does not use
+    ssh-keygen -q -t ed25519 -N '' -f "$dir/host_ca" <<<y >/dev/null
+    ssh-keygen -q -t ed25519 -N '' -f "$dir/other_ca" <<<y >/dev/null
+    ssh-keygen -q -t rsa -b 2048 -N '' -f "$dir/host_ca_rsa" <<<y >/dev/null
+    ssh-keygen -q -t ecdsa -b 384 -N '' -f "$dir/host_ca_ecdsa" <<<y >/dev/null
+    sign_host_key "$dir" always:forever 127.0.0.1,localhost
     # a key that only its certificate (signed by the user CA sshd trusts) lets in
     ssh-keygen -q -t ed25519 -N '' -f "$dir/id_cert" <<<y >/dev/null
     ssh-keygen -q -s "$dir/user_ca" -I rex-tests -n rexuser "$dir/id_cert.pub" >/dev/null 2>&1
@@ -197,6 +208,10 @@ export SSH_KEY=$dir/id_rsa_foreman_proxy
 export SSH_KEY_ENCRYPTED=$dir/id_rsa_encrypted
 export SSH_KEY_PASSPHRASE=keypass
 export SSH_CERT_KEY=$dir/id_cert
+export HOST_CA_PUB=$dir/host_ca.pub
+export OTHER_CA_PUB=$dir/other_ca.pub
+export HOST_CA_RSA_PUB=$dir/host_ca_rsa.pub
+export HOST_CA_ECDSA_PUB=$dir/host_ca_ecdsa.pub
 export NOACL_USER=rexnoacl
 ENV
     echo "$dir/env"
@@ -232,11 +247,14 @@ stop() {
     rm -rf "$dir"
 }
 
-rekey() {
+sign_host_key() {
+    ssh-keygen -q -s "$1/${4:-host_ca}" -I rex-tests-host -h -V "$2" -n "$3" "$1/hostkey.pub" >/dev/null 2>&1
+}
+
+restart_sshd() {
     local dir=$1
     kill "$(cat "$dir/sshd.pid")"
     rm -f "$dir/sshd.pid"
-    ssh-keygen -q -t ed25519 -N '' -f "$dir/hostkey" <<<y >/dev/null
     for _ in $(seq 100); do
         (exec 3<>"/dev/tcp/127.0.0.1/$(cat "$dir/port")") 2>/dev/null || break
         sleep 0.05
@@ -244,7 +262,21 @@ rekey() {
     start_sshd "$dir"
 }
 
+hostcert() {
+    sign_host_key "$1" "${2:-always:forever}" "${3:-127.0.0.1,localhost}" "${4:-host_ca}"
+    restart_sshd "$1"
+}
+
+rekey() {
+    local dir=$1
+    ssh-keygen -q -t ed25519 -N '' -f "$dir/hostkey" <<<y >/dev/null
+    sign_host_key "$dir" always:forever 127.0.0.1,localhost
+    restart_sshd "$dir"
+}
+
+usage="usage: $0 start|stop|rekey DIR, or $0 hostcert DIR [VALIDITY [PRINCIPALS [CA]]]"
 case "${1:-}" in
-    start | stop | rekey) [ $# -eq 2 ] || { echo "usage: $0 start|stop|rekey DIR" >&2; exit 2; }; "$1" "$2" ;;
-    *) echo "usage: $0 start|stop|rekey DIR" >&2; exit 2 ;;
+    start | stop | rekey) [ $# -eq 2 ] || { echo "$usage" >&2; exit 2; }; "$1" "$2" ;;
+    hostcert) [ $# -ge 2 ] && [ $# -le 5 ] || { echo "$usage" >&2; exit 2; }; shift; hostcert "$@" ;;
+    *) echo "$usage" >&2; exit 2 ;;
 esac

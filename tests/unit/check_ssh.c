@@ -373,6 +373,131 @@ START_TEST(pinned_host_key)
 }
 END_TEST
 
+/* ---- host certificates (:ssh_ca_known_hosts_file:) --------------------------------------------
+ */
+
+static char *first_line(const char *path)
+{
+    static char line[1024];
+    FILE *f = fopen(path, "r");
+
+    ck_assert_msg(f != NULL, "no %s", path);
+    ck_assert_ptr_nonnull(fgets(line, sizeof(line), f));
+    fclose(f);
+    line[strcspn(line, "\n")] = '\0';
+    return line;
+}
+
+/* A CA file of "@marker patterns <CA>" lines, <CA> one of host, other, rsa, ecdsa. */
+static const char *ca_file(const char *lines)
+{
+    static const char *const names[][2] = {{"host", "HOST_CA_PUB"},
+                                           {"other", "OTHER_CA_PUB"},
+                                           {"rsa", "HOST_CA_RSA_PUB"},
+                                           {"ecdsa", "HOST_CA_ECDSA_PUB"}};
+    static char path[800];
+    char copy[1024];
+    FILE *f;
+
+    snprintf(path, sizeof(path), "%s/ca_known_hosts", home);
+    f = fopen(path, "w");
+    ck_assert_ptr_nonnull(f);
+    snprintf(copy, sizeof(copy), "%s", lines);
+    for (char *save = NULL, *l = strtok_r(copy, "\n", &save); l != NULL;
+         l = strtok_r(NULL, "\n", &save)) {
+        char *ca = strrchr(l, ' ');
+        ck_assert_ptr_nonnull(ca);
+        *ca++ = '\0';
+        for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
+            if (strcmp(ca, names[i][0]) == 0)
+                fprintf(f, "%s %s\n", l, first_line(E(names[i][1])));
+    }
+    fclose(f);
+    return path;
+}
+
+static void host_certificate(const char *validity, const char *principals, const char *ca)
+{
+    char cmd[1400];
+
+    snprintf(cmd, sizeof(cmd), "%s/sshd.sh hostcert %s %s %s %s", getenv("SSH_SCRIPTS"), env_dir,
+             validity, principals, ca);
+    ck_assert_int_eq(system(cmd), 0);
+}
+
+static int count_in_file(const char *path, const char *needle)
+{
+    FILE *f = fopen(path, "r");
+    char line[4096];
+    int n = 0;
+
+    ck_assert_msg(f != NULL, "no %s", path);
+    while (fgets(line, sizeof(line), f) != NULL)
+        n += strstr(line, needle) != NULL;
+    fclose(f);
+    return n;
+}
+
+/* A job with the CA file of lines: it fails (what the debug record must say), or expect NULL
+ * and it succeeds.  A failed host check sends no secret: sshd sees no password. */
+static void certified_job(const char *lines, const char *expect)
+{
+    json_t *settings = json_pack("{s:s}", "ssh_ca_known_hosts_file", ca_file(lines));
+    df_world *w = world_with(settings);
+    char id[DF_UUID_BUF], log[700], known_hosts[800];
+    json_t *out;
+    int passwords;
+
+    snprintf(log, sizeof(log), "%s/sshd.log", env_dir);
+    passwords = count_in_file(log, "password for");
+    run_job(w,
+            job_input("echo certified", json_pack("{s:{s:s}}", "secrets", "ssh_password", "bad")),
+            id, &out);
+    if (expect == NULL) {
+        ck_assert_msg(exit_of(out) == 0, "%s", tu_records_text(out, NULL));
+    } else {
+        ck_assert_str_eq(json_string_value(json_object_get(out, "exit_status")), "EXCEPTION");
+        ck_assert_msg(
+            strstr(tu_records_text(out, "debug"), expect) != NULL &&
+                strstr(tu_records_text(out, "debug"), "\nHost key verification failed.") != NULL,
+            "want %s in %s", expect, tu_records_text(out, NULL));
+        ck_assert_int_eq(count_in_file(log, "password for"), passwords);
+    }
+    json_decref(out);
+    world_done(w);
+    /* StrictHostKeyChecking=yes: nothing is learnt on first use */
+    snprintf(known_hosts, sizeof(known_hosts), "%s/.ssh/known_hosts", home);
+    ck_assert_int_eq(access(known_hosts, F_OK), -1);
+}
+
+START_TEST(ca_known_hosts)
+{
+    char lines[512], name[64];
+
+    snprintf(name, sizeof(name), "[127.0.0.1]:%d", port_of("SSH_PORT"));
+    /* CAs of each key type OpenSSH makes: their signatures verify */
+    host_certificate("always:forever", "127.0.0.1,localhost", "host_ca_rsa");
+    certified_job("@cert-authority * rsa\n", NULL);
+    host_certificate("always:forever", "127.0.0.1,localhost", "host_ca_ecdsa");
+    certified_job("@cert-authority * ecdsa\n", NULL);
+    certified_job("@cert-authority * host\n", "lists other certificate authorities");
+    host_certificate("always:forever", "127.0.0.1,localhost", "host_ca");
+    /* "[host]:port" is literal in a pattern list, '!' excludes */
+    snprintf(lines, sizeof(lines), "@cert-authority other.example.com,%s host\n", name);
+    certified_job(lines, NULL);
+    certified_job("@cert-authority * other\n", "lists other certificate authorities");
+    snprintf(lines, sizeof(lines), "@cert-authority *,!%s host\n", name);
+    certified_job(lines, "lists no certificate authority");
+    certified_job("@cert-authority * host\n@revoked * host\n", "is revoked in");
+    host_certificate("-2d:-1d", "127.0.0.1", "host_ca");
+    certified_job("@cert-authority * host\n", "Certificate invalid: expired");
+    host_certificate("always:forever", "other.example.com", "host_ca");
+    certified_job("@cert-authority * host\n",
+                  "Certificate invalid: name is not a listed principal");
+    host_certificate("always:forever", "127.0.0.1,localhost", "host_ca");
+}
+END_TEST
+
 /* ---- effective users (§1.5) --------------------------------------------------------------------
  */
 
@@ -614,6 +739,7 @@ int main(void)
     tcase_add_test(tc, user_certificate);
     tcase_add_test(tc, host_keys);
     tcase_add_test(tc, pinned_host_key);
+    tcase_add_test(tc, ca_known_hosts);
     tcase_add_test(tc, sudo_su_and_dzdo);
     tcase_add_test(tc, missing_setfacl);
     tcase_add_test(tc, unsupported_method);
