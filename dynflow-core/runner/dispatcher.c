@@ -286,6 +286,11 @@ uint64_t df_runner_after(df_runner *r, double seconds, df_runner_timer_fn cb, vo
     return id;
 }
 
+uint64_t df_runner_loop_after(df_world *w, double seconds, df_runner_timer_fn cb, void *arg)
+{
+    return df_loop_after(df_dispatcher_of(w), NULL, seconds, cb, arg, NULL);
+}
+
 void df_runner_cancel_timer(df_runner *r, uint64_t id)
 {
     struct df_rtimer *t = r->timers;

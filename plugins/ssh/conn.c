@@ -158,10 +158,38 @@ static int pin_host_key(struct rex_job *job, char *path, size_t len)
     return 0;
 }
 
+/* An idle session of an earlier job with the same host, user, identity and credentials. */
+static bool take_idle(struct rex_job *job)
+{
+    char *key = rex_pool_key(job);
+
+    job->s = rex_pool_take(job->plugin->pool, key);
+    free(key);
+    if (job->s == NULL)
+        return false;
+    job->connected = job->host_checked = job->authenticated = job->reused = true;
+    return true;
+}
+
 int rex_conn_begin(struct rex_job *job)
+{
+    if (job->first_execution)
+        rex_pool_forget(job->plugin->pool, job); /* the host may be a new machine */
+    else if (take_idle(job))
+        return 0;
+    return rex_conn_restart(job);
+}
+
+int rex_conn_restart(struct rex_job *job)
 {
     const struct rex_settings *st = &job->plugin->s;
     char known_hosts[1024];
+
+    if (job->s != NULL)
+        ssh_free(job->s);
+    job->s = NULL;
+    job->connected = job->host_checked = job->authenticated = job->reused = false;
+    job->n_methods = job->method_i = 0; /* a reused session had none */
 
     if (job->pinned_key != NULL) {
         if (pin_host_key(job, known_hosts, sizeof(known_hosts)) < 0)
@@ -327,6 +355,8 @@ int rex_conn_pump(struct rex_job *job)
     }
     if (!job->host_checked) { /* before any secret goes to the host */
         int rc = check_host(job);
+        if (rc < 0)
+            rex_pool_forget(job->plugin->pool, job);
         if (rc <= 0)
             return rc;
         job->host_checked = true;
@@ -347,6 +377,7 @@ int rex_conn_pump(struct rex_job *job)
     }
     if (!job->authenticated) {
         all_failed(job, NULL);
+        rex_pool_forget(job->plugin->pool, job);
         return -1;
     }
     return 1;

@@ -24,7 +24,7 @@
 
 #include "ssh.h"
 
-#define CERT_SUFFIX "-cert-v01@openssh.com"
+#define CERT_SUFFIX         "-cert-v01@openssh.com"
 #define SSH2_CERT_TYPE_HOST 2
 
 /* A view of bytes in a blob. */
@@ -105,9 +105,9 @@ static uint8_t *decode_base64(const char *text, size_t len, size_t *out_len)
 /* ---- the certificate (OpenSSH's PROTOCOL.certkeys) ----------------------------------------- */
 
 struct host_cert {
-    char key_type[32];     /* the plain type: "ssh-ed25519", "ssh-rsa", "ecdsa-sha2-nistp256" */
-    struct span key;       /* the public key's fields, as in the plain key's blob */
-    uint32_t type;         /* 1 user, 2 host */
+    char key_type[32]; /* the plain type: "ssh-ed25519", "ssh-rsa", "ecdsa-sha2-nistp256" */
+    struct span key;   /* the public key's fields, as in the plain key's blob */
+    uint32_t type;     /* 1 user, 2 host */
     struct span principals;
     uint64_t valid_after, valid_before;
     struct span critical;
@@ -410,7 +410,7 @@ static bool patterns_match(char *list, const char *name)
         bool negated = *p == '!';
         const char *pat = p + negated;
         bool hit = strncmp(pat, "|1|", 3) == 0 ? hashed_name_matches(pat, name)
-                                                : wildcard_match(pat, name);
+                                               : wildcard_match(pat, name);
         if (hit && negated)
             return false;
         matched = matched || hit;
@@ -419,9 +419,9 @@ static bool patterns_match(char *list, const char *name)
 }
 
 struct ca_file_view {
-    bool ca_listed;  /* the certificate's CA is a @cert-authority for the name */
-    bool revoked;    /* the host key, its certificate or the CA is @revoked */
-    bool any_ca;     /* the file has a @cert-authority line for the name at all */
+    bool ca_listed; /* the certificate's CA is a @cert-authority for the name */
+    bool revoked;   /* the host key, its certificate or the CA is @revoked */
+    bool any_ca;    /* the file has a @cert-authority line for the name at all */
 };
 
 /* One line: "@marker patterns type base64 [comment]". */
@@ -481,8 +481,7 @@ static const char *type_label(const char *plain_type)
 
 /* The certificate among ssh-keyscan -c's lines ("[host] <type> <base64>") for the plain key;
  * new blob, NULL when there is none. */
-static uint8_t *find_cert(const char *keyscan, struct span plain, struct host_cert *c,
-                          size_t *len)
+static uint8_t *find_cert(const char *keyscan, struct span plain, struct host_cert *c, size_t *len)
 {
     char *text = strdup(keyscan), *save = NULL;
 
@@ -541,9 +540,10 @@ int rex_hostcert_check(const char *ca_file, const char *host, int port, ssh_key 
                  "No %s host key is known for %s and you have requested strict checking "
                  "(the host offers no certificate for its %s key).",
                  label, name, label);
-    } else if (read_ca_file(ca_file, name, (struct span){blob, blob_len}, plain, c.ca_key,
-                            &view) < 0) {
-        snprintf(why, len, "cannot read :ssh_ca_known_hosts_file: %s: %s", ca_file, strerror(errno));
+    } else if (read_ca_file(ca_file, name, (struct span){blob, blob_len}, plain, c.ca_key, &view) <
+               0) {
+        snprintf(why, len, "cannot read :ssh_ca_known_hosts_file: %s: %s", ca_file,
+                 strerror(errno));
     } else if (view.revoked) {
         snprintf(why, len, "Host key %s-CERT of %s is revoked in %s.", label, name, ca_file);
     } else if (!view.ca_listed) {

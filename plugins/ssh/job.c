@@ -223,22 +223,33 @@ static bool check_step(struct rex_job *job, enum step step, int status)
     }
 }
 
-static void finish(struct rex_job *job)
+static void forget_session(struct rex_job *job)
 {
-    job->step = STEP_DONE;
     if (job->watching)
         df_runner_unwatch(job->r, job->fd);
     job->watching = false;
-    rex_cmd_free(job->cmd); /* channels go before their session is disconnected */
-    rex_cmd_free(job->kill);
-    job->cmd = job->kill = NULL;
+    rex_cmd_free(job->cmd);
+    job->cmd = NULL;
     if (job->event != NULL) {
         ssh_event_remove_session(job->event, job->s);
         ssh_event_free(job->event);
         job->event = NULL;
     }
-    if (job->s != NULL)
+}
+
+static void finish(struct rex_job *job)
+{
+    job->step = STEP_DONE;
+    rex_cmd_free(job->kill); /* channels go before their session is disconnected */
+    job->kill = NULL;
+    forget_session(job);
+    if (job->s != NULL && job->authenticated && !job->broken && !job->lost && !job->killed &&
+        ssh_is_connected(job->s)) {
+        rex_pool_put(job->plugin->pool, job, job->s);
+        job->s = NULL;
+    } else if (job->s != NULL) {
         ssh_disconnect(job->s);
+    }
     if (!df_runner_exited(job->r))
         df_runner_exit(job->r, job->killed && job->status < 0 ? 143 : job->status);
 }
@@ -272,6 +283,22 @@ static void next_step(struct rex_job *job)
         job->cmd = command_for(job, (enum step)job->step);
 }
 
+/* An idle session broke at the job's first command: connect anew.  0, or -1 after the
+ * failure was published. */
+static int reconnect(struct rex_job *job)
+{
+    forget_session(job);
+    job->step = STEP_CONNECT;
+    job->broken = true; /* the stale session must not go back to the pool */
+    if (rex_conn_restart(job) == 0) {
+        job->broken = false;
+        return 0;
+    }
+    if (!df_runner_exited(job->r))
+        fail(job, "%s", job->error[0] ? job->error : "cannot connect again");
+    return -1;
+}
+
 /* Runs the steps as far as the session allows now. */
 static void advance(struct rex_job *job)
 {
@@ -298,7 +325,13 @@ static void advance(struct rex_job *job)
                 finish(job);
                 return;
             }
+        } else if (rc < 0 && job->reused && job->step == STEP_SETUP) {
+            if (reconnect(job) == 0)
+                continue; /* the idle session went stale: a new one */
+            finish(job);
+            return;
         } else if (rc < 0) {
+            job->broken = true;
             fail(job, "the connection to %s broke: %s", job->host, ssh_get_error(job->s));
             finish(job);
             return;
@@ -474,6 +507,7 @@ static void keepalive(struct rex_job *job)
         df_runner_publish_text(job->r, "stderr", "Timeout, server %s not responding.\r\n",
                                job->host);
         job->status = 255;
+        job->broken = true;
         if (job->step != STEP_RUN)
             fail(job, "the connection to %s broke: the server stopped answering", job->host);
         finish(job);

@@ -76,6 +76,19 @@ static int check_types(const json_t *settings, df_error *err)
     return 0;
 }
 
+/* A number of seconds, fallback when absent; -1 when it is there and not a number. */
+static int seconds_setting(const json_t *settings, const char *key, double fallback, double *out)
+{
+    const json_t *v = json_object_get(settings, key);
+
+    if (v == NULL || json_is_null(v)) {
+        *out = fallback;
+        return 0;
+    }
+    *out = json_number_value(v);
+    return json_is_number(v) ? 0 : -1;
+}
+
 static int load_settings(struct rex_plugin *sp, const json_t *settings, df_error *err)
 {
     const char *level = json_string_value(json_object_get(settings, "ssh_log_level"));
@@ -95,12 +108,14 @@ static int load_settings(struct rex_plugin *sp, const json_t *settings, df_error
     st->ca_known_hosts = path_setting(settings, "ssh_ca_known_hosts_file", NULL);
     st->user_ca_pubkey = path_setting(settings, "ssh_user_ca_public_key_file", NULL);
     st->kerberos = json_is_true(json_object_get(settings, "kerberos_auth"));
-    /* not an upstream key: upstream's ssh has ServerAliveInterval=15 fixed; tests shorten it */
-    st->keepalive = json_is_number(json_object_get(settings, "keepalive_interval"))
-                        ? json_number_value(json_object_get(settings, "keepalive_interval"))
-                        : 15;
-    if (st->keepalive <= 0)
+    /* not upstream keys: upstream's ssh has ServerAliveInterval=15 fixed (tests shorten it),
+     * and its sessions end with their job */
+    if (seconds_setting(settings, "keepalive_interval", 15, &st->keepalive) < 0 ||
+        st->keepalive <= 0)
         return bad(err, "keepalive_interval", "a positive number of seconds");
+    if (seconds_setting(settings, "connection_idle_timeout", 30, &st->idle_timeout) < 0 ||
+        st->idle_timeout < 0)
+        return bad(err, "connection_idle_timeout", "a number of seconds (0: no reuse)");
     st->cleanup = !json_is_false(json_object_get(settings, "cleanup_working_dirs"));
     return 0;
 }
@@ -179,6 +194,9 @@ static void rex_shutdown(void *state)
     free(sp->s.local_working_dir);
     free(sp->s.ca_known_hosts);
     free(sp->s.user_ca_pubkey);
+    if (sp->pool != NULL)
+        rex_pool_clear(sp->pool);
+    free(sp->pool);
     free(sp);
 }
 
@@ -195,11 +213,16 @@ static int rex_init(const struct df_plugin_host *host, const json_t *settings, v
                                        .ops = &rex_runner_ops,
                                        .check_input = rex_check_input,
                                        .data = sp};
+    sp->pool = calloc(1, sizeof(*sp->pool));
+    if (sp->pool == NULL)
+        abort();
     if (load_settings(sp, settings, err) < 0 ||
         df_runner_register(host->world, &sp->cls, err) < 0) {
         rex_shutdown(sp);
         return -1;
     }
+    *sp->pool =
+        (struct rex_pool){.max = REX_POOL_MAX, .idle_s = sp->s.idle_timeout, .world = host->world};
     host->log(host->ctx, DF_LOG_INFO, "identity %s, remote working dir %s", sp->s.key_file,
               sp->s.remote_working_dir);
     *state = sp;

@@ -17,7 +17,8 @@
 #define SSH_ACTION     "Proxy::RemoteExecution::Ssh::Actions::RunScript"
 #define SSH_ACTION_OLD "ForemanRemoteExecutionCore::Actions::RunScript"
 
-#define REX_CONNECT_TIMEOUT 30 /* seconds, for libssh and ssh-keyscan */
+#define REX_CONNECT_TIMEOUT 30  /* seconds, for libssh and ssh-keyscan */
+#define REX_POOL_MAX        256 /* idle sessions kept at most (each a descriptor) */
 
 /* settings.d/remote_execution_ssh.yml (§1.2) */
 struct rex_settings {
@@ -30,12 +31,23 @@ struct rex_settings {
     bool cleanup;             /* :cleanup_working_dirs: */
     char *ca_known_hosts;     /* :ssh_ca_known_hosts_file: */
     char *user_ca_pubkey;     /* :ssh_user_ca_public_key_file: */
+    double idle_timeout;      /* :connection_idle_timeout: (0: a session ends with its job) */
+};
+
+/* Idle sessions kept for the next job (pool.c); the runner thread's only. */
+struct rex_pool {
+    struct rex_idle *head; /* newest first */
+    size_t n, max;
+    double idle_s;
+    bool armed; /* the sweep timer runs */
+    df_world *world;
 };
 
 struct rex_plugin {
     struct df_runner_class cls; /* cls.data points back here */
     const struct df_plugin_host *host;
     struct rex_settings s;
+    struct rex_pool *pool;
 };
 
 /* ---- commands: one exec channel each (cmd.c) ---------------------------------------- */
@@ -68,8 +80,11 @@ int rex_cmd_write(struct rex_cmd *c, const char *buf, size_t len);
 
 /* ---- the connection (conn.c) ------------------------------------------------------------- */
 
-/* Starts connecting: session options, known hosts (§1.7); -1 with job->error set. */
+/* Starts connecting, or takes an idle session: session options, known hosts (§1.7); -1 with
+ * job->error set (or empty when the runner ended or waits for descriptors). */
 int rex_conn_begin(struct rex_job *job);
+/* A new connection instead of an idle session that turned out stale. */
+int rex_conn_restart(struct rex_job *job);
 /* 1 authenticated, 0 waiting, -1 failed with job->error set. */
 int rex_conn_pump(struct rex_job *job);
 
@@ -80,6 +95,19 @@ int rex_conn_pump(struct rex_job *job);
  * filled. */
 int rex_hostcert_check(const char *ca_file, const char *host, int port, ssh_key server_key,
                        const char *keyscan, uint64_t now, char *why, size_t len);
+
+/* ---- idle connections (pool.c) ----------------------------------------------------------- */
+
+struct rex_job;
+/* New string: what a session must match to be used again by job. */
+char *rex_pool_key(const struct rex_job *job);
+/* An idle session for key (ownership passes to the caller), or NULL. */
+ssh_session rex_pool_take(struct rex_pool *p, const char *key);
+/* Keeps job's healthy, authenticated session s for the next job (or ends it). */
+void rex_pool_put(struct rex_pool *p, const struct rex_job *job, ssh_session s);
+/* Ends the idle sessions to job's host and port (first_execution, host key or auth trouble). */
+void rex_pool_forget(struct rex_pool *p, const struct rex_job *job);
+void rex_pool_clear(struct rex_pool *p);
 
 /* ---- the remote setup (setup.c) ------------------------------------------------------------ */
 
@@ -129,6 +157,8 @@ struct rex_job {
 
     /* connecting */
     bool connected, host_checked, authenticated;
+    bool reused;       /* the session came from the pool */
+    bool broken;       /* the session is not fit to be used again */
     bool keyscan_done; /* ssh-keyscan -c ended (:ssh_ca_known_hosts_file:) */
     char *keyscan;     /* its output */
     size_t keyscan_len;

@@ -320,7 +320,8 @@ END_TEST
 /* accept-new; a changed key fails; first_execution forgets the old one (§1.7) */
 START_TEST(host_keys)
 {
-    df_world *w = world();
+    /* a new connection for each job: an idle one would hide the new key */
+    df_world *w = world_with(json_pack("{s:i}", "connection_idle_timeout", 0));
     char id[DF_UUID_BUF], cmd[1200];
     json_t *out;
 
@@ -684,6 +685,65 @@ START_TEST(dead_server_is_noticed)
 }
 END_TEST
 
+/* The sshd sessions that are open now. */
+static int sessions(void)
+{
+    char cmd[1024];
+    int n = -1;
+    FILE *p;
+
+    snprintf(cmd, sizeof(cmd), "pgrep -c -P $(cat %s/sshd.pid)", E("SSH_ENV_DIR"));
+    p = popen(cmd, "r");
+    ck_assert_ptr_nonnull(p);
+    if (fscanf(p, "%d", &n) != 1)
+        n = -1;
+    pclose(p);
+    return n;
+}
+
+static void job_says(df_world *w, json_t *input, const char *text)
+{
+    char id[DF_UUID_BUF];
+    json_t *out;
+
+    run_job(w, input, id, &out);
+    ck_assert_msg(exit_of(out) == 0 && strstr(tu_records_text(out, "stdout"), text) != NULL, "%s",
+                  tu_records_text(out, NULL));
+    json_decref(out);
+}
+
+/* Beyond upstream: an idle session serves the next job with the same host, user, identity and
+ * credentials; first_execution, other credentials and a session that died while idle get a
+ * new connection; an idle session ends after :connection_idle_timeout:. */
+START_TEST(connection_reuse)
+{
+    df_world *w = world();
+    char log[700];
+    int logins;
+
+    snprintf(log, sizeof(log), "%s/sshd.log", env_dir);
+    logins = count_in_file(log, "Accepted p");
+    job_says(w, job_input("echo one", NULL), "one");
+    job_says(w, job_input("echo two", NULL), "two");
+    ck_assert_int_eq(count_in_file(log, "Accepted p"), logins + 1);
+    job_says(w, job_input("echo new-host", json_pack("{s:b}", "first_execution", 1)), "new-host");
+    ck_assert_int_eq(count_in_file(log, "Accepted p"), logins + 2);
+    job_says(w, job_input("echo other", json_pack("{s:{s:s}}", "secrets", "ssh_password", "bad")),
+             "other");
+    ck_assert_int_eq(count_in_file(log, "Accepted p"), logins + 3);
+    signal_sessions(SIGKILL);
+    job_says(w, job_input("echo after-death", NULL), "after-death");
+    ck_assert_int_eq(count_in_file(log, "Accepted p"), logins + 4);
+    world_done(w);
+
+    ck_assert(WAIT_UNTIL(sessions() == 0, 20));
+    w = world_with(json_pack("{s:f}", "connection_idle_timeout", 0.5));
+    job_says(w, job_input("echo idle", NULL), "idle");
+    ck_assert_msg(WAIT_UNTIL(sessions() == 0, 10), "the idle session is still open");
+    world_done(w);
+}
+END_TEST
+
 /* The power action prints "restart host" and the host goes away: that is success. */
 START_TEST(reboot_is_success)
 {
@@ -748,6 +808,7 @@ int main(void)
     tcase_add_test(tc, cleanup_on_and_off);
     tcase_add_test(tc, dead_server_is_noticed);
     tcase_add_test(tc, reboot_is_success);
+    tcase_add_test(tc, connection_reuse);
     suite_add_tcase(s, tc);
     return run_suite(s);
 }
