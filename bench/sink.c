@@ -1,7 +1,8 @@
 /*
  * bench/sink: a stand-in Foreman for benchmarks.  It accepts callbacks on
  * POST /foreman_tasks/api/tasks/callback (single or batched, §7) and answers
- * GET /count with {"callbacks": N, "failed": M} (failed: exit_status not 0).
+ * GET /count with {"callbacks": N, "failed": M} (failed: exit_status not 0); the first
+ * failed ones go to stderr, for the benchmark's log.
  * sink PORT
  */
 #include <jansson.h>
@@ -24,8 +25,13 @@ static void count(const json_t *one)
     const json_t *status = json_object_get(json_object_get(one, "data"), "exit_status");
 
     atomic_fetch_add(&callbacks, 1);
-    if (!json_is_integer(status) || json_integer_value(status) != 0)
-        atomic_fetch_add(&failed, 1);
+    if (!json_is_integer(status) || json_integer_value(status) != 0) {
+        if (atomic_fetch_add(&failed, 1) < 5) {
+            char *text = json_dumps(one, JSON_COMPACT);
+            fprintf(stderr, "sink: failed callback: %.4000s\n", text ? text : "?");
+            free(text);
+        }
+    }
 }
 
 static void count_body(const struct upload *u)

@@ -13,6 +13,7 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/epoll.h>
+#include <sys/ioctl.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -375,12 +376,18 @@ static double mono(void)
 
 static void on_socket(df_runner *r, int fd, uint32_t events, void *arg)
 {
-    struct rex_job *job = arg;
+    (void)r, (void)fd, (void)events;
+    rex_pump(arg);
+}
 
-    (void)r, (void)fd;
-    if (events & EPOLLIN)
+/* Bytes from the server are waiting: it is alive (for keepalive()).  Asked of the socket,
+ * since whichever pump comes first reads them, a readiness event or the refresh tick. */
+static void note_input(struct rex_job *job)
+{
+    int fd = job->s != NULL ? ssh_get_fd(job->s) : -1, waiting = 0;
+
+    if (fd >= 0 && ioctl(fd, FIONREAD, &waiting) == 0 && waiting > 0)
         job->last_input = mono();
-    rex_pump(job);
 }
 
 /* Read always; write when libssh has something queued or the TCP connect is under way. */
@@ -403,6 +410,7 @@ static void watch_socket(struct rex_job *job)
 
 void rex_pump(struct rex_job *job)
 {
+    note_input(job);
     if (job->connected && job->event == NULL) {
         job->event = ssh_event_new();
         if (job->event != NULL)

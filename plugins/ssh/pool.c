@@ -72,7 +72,9 @@ char *rex_pool_key(const struct rex_job *job)
 
     credentials_digest(job, digest);
     return rex_printf("%s:%d\n%s\n%s\n%s\n%s", job->host, job->port, job->user, st->key_file,
-                      job->pinned_key ? job->pinned_key : st->ca_known_hosts ? "ca" : "tofu",
+                      job->pinned_key      ? job->pinned_key
+                      : st->ca_known_hosts ? "ca"
+                                           : "tofu",
                       digest);
 }
 
@@ -146,9 +148,11 @@ void rex_pool_put(struct rex_pool *p, const struct rex_job *job, ssh_session s)
     c = calloc(1, sizeof(*c));
     if (c == NULL)
         abort();
-    *c = (struct rex_idle){
-        .next = p->head, .key = rex_pool_key(job), .host_port = host_port(job), .s = s,
-        .since = mono()};
+    *c = (struct rex_idle){.next = p->head,
+                           .key = rex_pool_key(job),
+                           .host_port = host_port(job),
+                           .s = s,
+                           .since = mono()};
     p->head = c;
     p->n++;
     arm(p);

@@ -744,6 +744,17 @@ START_TEST(connection_reuse)
 }
 END_TEST
 
+/* A script that is quiet for longer than three keepalive intervals lives on: the server's
+ * answers to the keepalives count, whichever pump reads them. */
+START_TEST(quiet_script_outlives_keepalives)
+{
+    df_world *w = world_with(json_pack("{s:i}", "keepalive_interval", 1));
+
+    job_says(w, job_input("sleep 4; echo still-here", NULL), "still-here");
+    world_done(w);
+}
+END_TEST
+
 /* The power action prints "restart host" and the host goes away: that is success. */
 START_TEST(reboot_is_success)
 {
@@ -809,6 +820,7 @@ int main(void)
     tcase_add_test(tc, dead_server_is_noticed);
     tcase_add_test(tc, reboot_is_success);
     tcase_add_test(tc, connection_reuse);
+    tcase_add_test(tc, quiet_script_outlives_keepalives);
     suite_add_tcase(s, tc);
     return run_suite(s);
 }
