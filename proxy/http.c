@@ -1,6 +1,7 @@
 #include "proxy/http.h"
 
 #include <arpa/inet.h>
+#include <ctype.h>
 #include <errno.h>
 #include <gnutls/gnutls.h>
 #include <gnutls/x509.h>
@@ -130,6 +131,59 @@ static const char *header(const struct sp_request *req, const char *name)
 static const char *query(const struct sp_request *req, const char *name)
 {
     return MHD_lookup_connection_value(req->host, MHD_GET_ARGUMENT_KIND, name);
+}
+
+struct query_out {
+    char *out;
+    size_t len, used;
+};
+
+static void put(struct query_out *q, const char *p, size_t n)
+{
+    for (size_t i = 0; i < n; i++, q->used++)
+        if (q->used + 1 < q->len)
+            q->out[q->used] = p[i];
+}
+
+/* Appends s percent-encoded: RFC 3986's unreserved characters stay as they are. */
+static void encode(struct query_out *q, const char *s)
+{
+    static const char hex[] = "0123456789ABCDEF";
+
+    for (; *s != '\0'; s++) {
+        unsigned char ch = (unsigned char)*s;
+        char esc[3] = {'%', hex[ch >> 4], hex[ch & 15]};
+        if (isalnum(ch) || strchr("-._~", ch) != NULL)
+            put(q, s, 1);
+        else
+            put(q, esc, 3);
+    }
+}
+
+static enum MHD_Result query_arg(void *cls, enum MHD_ValueKind kind, const char *key,
+                                 const char *value)
+{
+    struct query_out *q = cls;
+
+    (void)kind;
+    if (value == NULL)
+        return MHD_YES; /* Rack drops arguments without a value */
+    if (q->used > 0)
+        put(q, "&", 1);
+    encode(q, key);
+    put(q, "=", 1);
+    encode(q, value);
+    return MHD_YES;
+}
+
+static size_t query_string(const struct sp_request *req, char *out, size_t len)
+{
+    struct query_out q = {out, len, 0};
+
+    MHD_get_connection_values(req->host, MHD_GET_ARGUMENT_KIND, query_arg, &q);
+    if (len > 0)
+        out[q.used < len ? q.used : len - 1] = '\0';
+    return q.used;
 }
 
 static void new_request_id(char out[37])
@@ -295,6 +349,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
                              .body_len = r->len,
                              .header = header,
                              .query = query,
+                             .query_string = query_string,
                              .https = l->kind == 2,
                              .host = c};
     const char *given = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "X-Request-Id");
