@@ -268,10 +268,13 @@ static void dispatch(struct listener *l, struct sp_request *req, struct request 
                                                  sizeof(why))) != 0) {
         sp_response_error(res, status, "%s", why);
     } else {
+        const char *full = req->path, *below = full + strlen(m.mount->prefix);
         req->params = m.params;
         req->n_params = m.n_params;
+        req->path = below[0] != '\0' ? below : "/";
         if (m.route->handler(m.mount->state, req, res) < 0 && res->body == NULL)
-            sp_response_error(res, 500, "%s %s failed", req->method, req->path);
+            sp_response_error(res, 500, "%s %s failed", req->method, full);
+        req->path = full;
     }
     table_unref(l->srv, t);
 }
