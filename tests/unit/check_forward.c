@@ -560,6 +560,168 @@ START_TEST(core_slow_is_504)
 }
 END_TEST
 
+/* ---- switching modes by SIGHUP ------------------------------------------------------------ */
+
+struct poller {
+    pthread_t thread;
+    atomic_bool stop;
+    atomic_int ok, failed;
+    atomic_llong count; /* the last /dynflow/tasks/count */
+    char failure[512];
+};
+
+/* GET /dynflow/tasks/count over one keep-alive connection until told to stop. */
+static void *poll_loop(void *arg)
+{
+    struct poller *p = arg;
+    CURL *c = curl_easy_init();
+    char url[128];
+
+    snprintf(url, sizeof(url), "http://127.0.0.1:%u/dynflow/tasks/count", port);
+    while (!atomic_load(&p->stop)) {
+        struct reply r = {0};
+        json_t *j;
+        curl_easy_setopt(c, CURLOPT_URL, url);
+        curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body);
+        curl_easy_setopt(c, CURLOPT_WRITEDATA, &r);
+        CURLcode rc = curl_easy_perform(c);
+        curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &r.status);
+        j = rc == CURLE_OK && r.status == 200 ? json_loads(r.body, 0, NULL) : NULL;
+        if (json_is_integer(json_object_get(j, "count"))) {
+            atomic_store(&p->count, json_integer_value(json_object_get(j, "count")));
+            atomic_fetch_add(&p->ok, 1);
+        } else if (atomic_fetch_add(&p->failed, 1) == 0) {
+            snprintf(p->failure, sizeof(p->failure), "%s: %ld %.300s", curl_easy_strerror(rc),
+                     r.status, r.body);
+        }
+        json_decref(j);
+    }
+    curl_easy_cleanup(c);
+    return NULL;
+}
+
+static void reload_proxy(const char *url, const char *extra)
+{
+    proxy_mode(url, extra);
+    kill(proxy_pid, SIGHUP);
+}
+
+/* Waits until the poller sees count (for up to 10 s), then for ten more answers. */
+static void poller_sees(struct poller *p, long long count)
+{
+    int ok;
+
+    for (int i = 0; i < 1000 && atomic_load(&p->count) != count; i++)
+        usleep(10000);
+    ck_assert_int_eq(atomic_load(&p->count), count);
+    ok = atomic_load(&p->ok);
+    for (int i = 0; i < 1000 && atomic_load(&p->ok) < ok + 10; i++)
+        usleep(10000);
+}
+
+static void launch_trivial(void)
+{
+    struct reply r = call("POST", "/dynflow/tasks/launch",
+                          "{\"operation\":\"single\",\"input\":{\"action_class\":\"Test::Trivial\","
+                          "\"action_input\":{}}}",
+                          NULL);
+
+    ck_assert_msg(r.status == 200, "%ld %s", r.status, r.body);
+}
+
+/* Internal → forward → internal while a client polls: not one request fails. */
+START_TEST(sighup_switches_modes_without_a_failed_request)
+{
+    struct poller p = {.count = -1};
+
+    core_start();
+    proxy_mode(NULL, NULL);
+    proxy_start(true);
+    launch_trivial();
+    launch_trivial(); /* the proxy's executor has 2 plans, the core none */
+    ck_assert_int_eq(pthread_create(&p.thread, NULL, poll_loop, &p), 0);
+    poller_sees(&p, 2);
+    reload_proxy(core_url(core_port), NULL);
+    poller_sees(&p, 0);
+    ck_assert(log_has(proxy_dir, "proxy.log", "forward mode: relaying to the core at https://"));
+    launch_trivial(); /* at the core */
+    poller_sees(&p, 1);
+    reload_proxy(NULL, NULL);
+    poller_sees(&p, 2);
+    ck_assert(log_has(proxy_dir, "proxy.log", "internal mode: the executor runs in-process"));
+    atomic_store(&p.stop, true);
+    pthread_join(p.thread, NULL);
+    ck_assert_msg(atomic_load(&p.failed) == 0, "%d failed: %s", atomic_load(&p.failed), p.failure);
+    ck_assert_int_gt(atomic_load(&p.ok), 40);
+}
+END_TEST
+
+static void launch_staying(char id[64])
+{
+    struct reply r = call("POST", "/dynflow/tasks/launch",
+                          "{\"operation\":\"single\",\"input\":{\"action_class\":\"Test::Echo\","
+                          "\"action_input\":{\"text\":\"x\",\"stay\":true}}}",
+                          NULL);
+
+    ck_assert_msg(r.status == 200, "%ld %s", r.status, r.body);
+    snprintf(id, 64, "%.36s", field(&r, "task_id"));
+}
+
+static long status_code(const char *id)
+{
+    char path[128];
+
+    snprintf(path, sizeof(path), "/dynflow/tasks/%s/status", id);
+    return call("GET", path, NULL, NULL).status;
+}
+
+/* Unfinished tasks in an in-memory database keep the proxy in internal mode. */
+START_TEST(switch_refused_with_unfinished_tasks_in_memory)
+{
+    char id[64];
+
+    core_start();
+    proxy_mode(NULL, NULL);
+    proxy_start(true);
+    launch_staying(id);
+    reload_proxy(core_url(core_port), NULL);
+    ck_assert(log_has(proxy_dir, "proxy.log",
+                      "cannot switch to forward mode: 1 tasks are not finished and :database: is "
+                      "in memory"));
+    ck_assert_int_eq(status_code(id), 200);
+    ck_assert_str_eq(state_of(id), "running");
+}
+END_TEST
+
+/* With a database file they wait while the core serves, and go on when switched back. */
+START_TEST(switch_with_a_database_file_keeps_the_tasks)
+{
+    char id[64], db[800], path[128];
+    struct reply r;
+
+    core_start();
+    snprintf(db, sizeof(db), ":database: %s/proxy.db\n", proxy_dir);
+    proxy_mode(NULL, db);
+    proxy_start(true);
+    launch_staying(id);
+    reload_proxy(core_url(core_port), db);
+    ck_assert(log_has(proxy_dir, "proxy.log", "unfinished tasks go on when switched back"));
+    for (int i = 0; i < 1000 && status_code(id) != 404; i++) /* the core does not know it */
+        usleep(10000);
+    ck_assert_int_eq(status_code(id), 404);
+    reload_proxy(NULL, db);
+    for (int i = 0; i < 1000 && status_code(id) != 200; i++)
+        usleep(10000);
+    ck_assert_str_eq(state_of(id), "running");
+    snprintf(path, sizeof(path), "/dynflow/tasks/%s/cancel", id);
+    r = call("POST", path, "", NULL);
+    ck_assert_int_eq(r.status, 200);
+    for (int i = 0; i < 1000 && strcmp(state_of(id), "stopped") != 0; i++)
+        usleep(10000);
+    ck_assert_str_eq(state_of(id), "stopped");
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("forward");
@@ -580,6 +742,9 @@ int main(void)
     tcase_add_test(tc, core_refuses_what_it_must);
     tcase_add_test(tc, core_down_is_502);
     tcase_add_test(tc, core_slow_is_504);
+    tcase_add_test(tc, sighup_switches_modes_without_a_failed_request);
+    tcase_add_test(tc, switch_refused_with_unfinished_tasks_in_memory);
+    tcase_add_test(tc, switch_with_a_database_file_keeps_the_tasks);
     suite_add_tcase(s, tc);
     failed = run_suite(s);
     curl_global_cleanup();
