@@ -234,6 +234,42 @@ static void peer_certificate(struct MHD_Connection *c, char *cn, size_t cn_len, 
     gnutls_x509_crt_deinit(crt);
 }
 
+/* What a TLS connection's client certificate says, read at its first request: verifying the
+ * certificate costs more than serving a request, and it cannot change on the connection
+ * (renegotiation ends it). */
+struct peer {
+    bool read;
+    char cn[256], serial[64];
+};
+
+static void on_connection(void *cls, struct MHD_Connection *c, void **socket_context,
+                          enum MHD_ConnectionNotificationCode toe)
+{
+    const struct listener *l = cls;
+
+    (void)c;
+    if (toe == MHD_CONNECTION_NOTIFY_STARTED && l->kind == 2)
+        *socket_context = calloc(1, sizeof(struct peer));
+    else if (toe == MHD_CONNECTION_NOTIFY_CLOSED) {
+        free(*socket_context);
+        *socket_context = NULL;
+    }
+}
+
+/* The connection's peer, read once (into fallback when there was no room to keep it). */
+static const struct peer *connection_peer(struct MHD_Connection *c, struct peer *fallback)
+{
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(c, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+    struct peer *p = ci != NULL && ci->socket_context != NULL ? ci->socket_context : fallback;
+
+    if (!p->read) {
+        peer_certificate(c, p->cn, sizeof(p->cn), p->serial, sizeof(p->serial));
+        p->read = true;
+    }
+    return p;
+}
+
 static void remote_address(struct MHD_Connection *c, char *out, size_t len)
 {
     const union MHD_ConnectionInfo *ci =
@@ -328,7 +364,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
     struct listener *l = cls;
     struct request *r = *req_cls;
     struct sp_response res = {0};
-    char id[37], addr[64], cn[256], serial[64];
+    struct peer own = {.read = false};
+    char id[37], addr[64];
     struct timespec end;
     enum MHD_Result ok;
 
@@ -364,9 +401,9 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
     remote_address(c, addr, sizeof(addr));
     req.remote_addr = addr;
     if (l->kind == 2) {
-        peer_certificate(c, cn, sizeof(cn), serial, sizeof(serial));
-        req.peer_cert_cn = cn[0] ? cn : NULL;
-        req.peer_cert_serial = serial[0] ? serial : NULL;
+        const struct peer *p = connection_peer(c, &own);
+        req.peer_cert_cn = p->cn[0] ? p->cn : NULL;
+        req.peer_cert_serial = p->serial[0] ? p->serial : NULL;
     }
     dispatch(l, &req, r, &res);
     ok = respond(c, &req, &res);
@@ -463,9 +500,9 @@ int sp_server_listen(struct sp_server *srv, const char *bind, unsigned port,
     };
     d = MHD_start_daemon(flags, 0, NULL, NULL, on_request, l, MHD_OPTION_SOCK_ADDR, &sa,
                          MHD_OPTION_THREAD_POOL_SIZE, (unsigned)2, MHD_OPTION_NOTIFY_COMPLETED,
-                         on_completed, NULL, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)60,
-                         MHD_OPTION_ARRAY, tls != NULL ? tls_options : tls_options + 4,
-                         MHD_OPTION_END);
+                         on_completed, NULL, MHD_OPTION_NOTIFY_CONNECTION, on_connection, l,
+                         MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)60, MHD_OPTION_ARRAY,
+                         tls != NULL ? tls_options : tls_options + 4, MHD_OPTION_END);
     if (d == NULL) {
         listener_free(l);
         return sp_fail(err, -EADDRINUSE, "cannot listen on %s://%s:%u: %s", tls ? "https" : "http",
