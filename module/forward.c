@@ -234,7 +234,8 @@ int df_forward_relay(df_forward *f, const char *prefix, const struct sp_request 
                                                        .body = req->body,
                                                        .body_len = req->body_len,
                                                        .headers = headers,
-                                                       .timeout = f->timeout},
+                                                       .timeout = f->timeout,
+                                                       .no_proxy = true},
                              &rep);
     free(url);
     return rc == 0 ? answer(res, &rep) : unreachable(f, req, &rep, res);
@@ -249,8 +250,11 @@ json_t *df_forward_features(df_forward *f, char *err, size_t errlen)
 
     snprintf(url, sizeof(url), "%s/v2/features", f->url);
     if (df_http_perform(&f->tls,
-                        &(struct df_http_request){
-                            .method = "GET", .url = url, .headers = headers, .timeout = f->timeout},
+                        &(struct df_http_request){.method = "GET",
+                                                  .url = url,
+                                                  .headers = headers,
+                                                  .timeout = f->timeout,
+                                                  .no_proxy = true},
                         &rep) < 0)
         snprintf(err, errlen, "%s", rep.error);
     else if (rep.status != 200)

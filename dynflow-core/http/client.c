@@ -158,6 +158,8 @@ int df_http_perform(const struct df_http_tls *tls, const struct df_http_request 
     curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, timeout_ms);
     curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, timeout_ms < 10000 ? timeout_ms : 10000L);
     curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+    if (req->no_proxy)
+        curl_easy_setopt(c, CURLOPT_PROXY, "");
     set_tls(c, tls);
     rc = curl_easy_perform(c);
     curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &rep->status);

@@ -8,6 +8,7 @@
 #ifndef DF_HTTP_CLIENT_H
 #define DF_HTTP_CLIENT_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 struct df_http_tls {
@@ -23,6 +24,7 @@ struct df_http_request {
     size_t body_len;
     const char *const *headers; /* "Name: value", NULL-terminated; may be NULL */
     double timeout;             /* seconds for the whole exchange; 0: 60 */
+    bool no_proxy;              /* never through a proxy of the environment (https_proxy …) */
 };
 
 /* Why no answer came. */
