@@ -279,7 +279,31 @@ static json_t *dynflow_capabilities(void *state)
     pthread_mutex_unlock(&df->lock);
     if (!forward)
         return df_api_capabilities(df->api);
-    return json_is_array(caps) ? caps : (json_decref(caps), json_array());
+    if (json_is_array(caps))
+        return caps;
+    json_decref(caps);
+    return json_array();
+}
+
+/* Forward mode: the core's other features (its plugins'), each with its capabilities. */
+static json_t *dynflow_features(void *state)
+{
+    struct dynflow *df = state;
+    json_t *out = json_object(), *v;
+    const char *name;
+
+    pthread_mutex_lock(&df->lock);
+    if (df->forward) {
+        json_object_foreach(df->core_features, name, v)
+        {
+            json_t *caps = json_object_get(v, "capabilities");
+            if (strcmp(name, "dynflow") != 0)
+                json_object_set_new(out, name,
+                                    json_is_array(caps) ? json_deep_copy(caps) : json_array());
+        }
+    }
+    pthread_mutex_unlock(&df->lock);
+    return out;
 }
 
 static void stop_refresher(struct dynflow *df)
@@ -626,4 +650,5 @@ static int dynflow_reload(void *state, const json_t *settings, char *errbuf, siz
 
 SP_MODULE_DECLARE(.name = "dynflow", .version = "0.1.0", .init = dynflow_init,
                   .routes = dynflow_routes, .capabilities = dynflow_capabilities,
-                  .reload = dynflow_reload, .shutdown = dynflow_shutdown);
+                  .reload = dynflow_reload, .shutdown = dynflow_shutdown,
+                  .features = dynflow_features);

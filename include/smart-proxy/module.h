@@ -10,7 +10,7 @@
  *
  * ABI changelog (newest first):
  *   1.2  a pattern's last segment may be "*" (the rest of the path); sp_request.query_string;
- *        a response's content_type may live in its body's allocation
+ *        a response's content_type may live in its body's allocation; sp_module.features
  *   1.1  host services settings_of, add_feature, load_object, unload_object, mount
  *   1.0  first release
  */
@@ -137,7 +137,10 @@ struct sp_module {
     json_t *(*capabilities)(void *state);          /* optional: new reference, array of strings */
     int (*reload)(void *state, const json_t *settings, char *err, size_t errlen); /* optional */
     void (*shutdown)(void *state); /* frees everything init allocated */
-    uintptr_t reserved[4];
+    /* 1.2, optional: new reference, {"name": [capabilities…]}, features the module has now
+     * besides its own (forward mode: the core's), in /features and /v2/features */
+    json_t *(*features)(void *state);
+    uintptr_t reserved[3];
 };
 
 #define SP_MODULE_DECLARE(...)                                                                     \

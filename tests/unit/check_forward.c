@@ -317,8 +317,12 @@ START_TEST(features_mirror_the_core)
         usleep(10000);
     }
     ck_assert_msg(json_equal(core, proxy), "core %s, proxy %s", direct.body, r.body);
+    /* the core's plugin features too, with the proxy's listeners */
+    ck_assert_msg(strstr(r.body, "\"testplug_feature\":{\"http_enabled\":true,\"https_enabled\":"
+                                 "false,\"settings\":{},\"state\":\"running\"") != NULL,
+                  "%s", r.body);
     r = call("GET", "/features", NULL, NULL);
-    ck_assert_ptr_nonnull(strstr(r.body, "\"dynflow\""));
+    ck_assert_str_eq(r.body, "[\"dynflow\",\"testplug_feature\"]");
     r = call("GET", "/dynflow/tasks/operations", NULL, NULL);
     ck_assert_str_eq(r.body, "[\"single\",\"test_batch\",\"test_group\"]");
     json_decref(core);
