@@ -453,6 +453,58 @@ START_TEST(headers_and_answers_are_relayed)
 }
 END_TEST
 
+/* Local checks come first (§3.1): trusted_hosts for everything but update/done with an
+ * Authorization header, which the core checks. */
+START_TEST(local_auth_before_relaying)
+{
+    unsigned p = fake_start("server", "+VERS-TLS1.3:+VERS-TLS1.2");
+    struct reply r;
+
+    proxy_mode(core_url(p), NULL);
+    port = free_port();
+    write_file(proxy_dir, "settings.yml",
+               ":http_port: %u\n:bind_host: 127.0.0.1\n:module_directory: %s\n"
+               ":foreman_ssl_ca: %s/ca.pem\n:foreman_ssl_cert: %s/client.pem\n"
+               ":foreman_ssl_key: %s/client.key\n:trusted_hosts: [foreman.example.com]\n"
+               ":log_file: %s/proxy.log\n",
+               port, getenv("DYNFLOW_MODULE_DIR"), certs, certs, certs, proxy_dir);
+    proxy_pid = start_in(proxy_dir, NULL, &proxy_out);
+    ck_assert(log_has(proxy_dir, "proxy.log", "listening on"));
+    r = call("GET", "/dynflow/tasks/count", NULL, NULL);
+    ck_assert_int_eq(r.status, 403);
+    ck_assert_msg(strstr(field(&r, "error"), "Untrusted client") != NULL, "%s", r.body);
+    r = call("POST", "/dynflow/tasks/" TASK_A "/done", "{}", NULL);
+    ck_assert_int_eq(r.status, 403);
+    ck_assert_int_eq(atomic_load(&fake_hits), 0);
+    r = call("POST", "/dynflow/tasks/" TASK_A "/update", "{}", "Authorization: Basic eDp5");
+    ck_assert_int_eq(r.status, 201);
+    ck_assert_str_eq(seen[6], "Basic eDp5");
+    ck_assert_int_eq(atomic_load(&fake_hits), 1);
+    fake_stop();
+}
+END_TEST
+
+/* http:// only to loopback, with a warning; anything else does not start. */
+START_TEST(plaintext_core_only_on_loopback)
+{
+    proxy_mode("http://127.0.0.1:8008", NULL);
+    proxy_start(true);
+    ck_assert(log_has(proxy_dir, "proxy.log",
+                      "forward mode: the core at http://127.0.0.1:8008 is reached without TLS "
+                      "(loopback only)"));
+    stop_daemon(&proxy_pid, &proxy_out);
+    proxy_mode("http://core.example.com:8008", NULL);
+    proxy_pid = start_in(proxy_dir, NULL, &proxy_out);
+    ck_assert_int_eq(finish(proxy_pid), 1);
+    proxy_pid = 0;
+    ck_assert(log_has(proxy_dir, "proxy.log",
+                      "Couldn't enable 'dynflow': settings.d/dynflow.yml: :core_url: "
+                      "'http://core.example.com:8008' is plaintext HTTP to a host that is not "
+                      "loopback; use https://"));
+    close(proxy_out);
+}
+END_TEST
+
 #define TLS12_13 "+VERS-TLS1.3:+VERS-TLS1.2"
 
 /* A core the proxy must not talk to: 502, the error and the log name the check that failed,
@@ -739,6 +791,8 @@ int main(void)
     tcase_add_test(tc, launch_status_cancel_callback_through_the_pair);
     tcase_add_test(tc, features_mirror_the_core);
     tcase_add_test(tc, headers_and_answers_are_relayed);
+    tcase_add_test(tc, local_auth_before_relaying);
+    tcase_add_test(tc, plaintext_core_only_on_loopback);
     tcase_add_test(tc, expired_core_is_refused);
     tcase_add_test(tc, core_from_another_ca_is_refused);
     tcase_add_test(tc, core_with_another_name_is_refused);
