@@ -180,30 +180,17 @@ static const struct sp_route routes[] = {
     {NULL, NULL, NULL, 0},
 };
 
-/* The relay to use, with a reference; NULL before forward mode was ever on. */
-static df_forward *current_relay(struct dynflow *df)
+/* Relays with the newest relay, which these routes (mounted once there is one) keep alive
+ * until the request is done. */
+static int relay_with(struct dynflow *df, const char *prefix, const struct sp_request *req,
+                      struct sp_response *res)
 {
     df_forward *f;
+    int rc;
 
     pthread_mutex_lock(&df->lock);
     f = df_forward_ref(df->fwd);
     pthread_mutex_unlock(&df->lock);
-    return f;
-}
-
-static int relay_with(struct dynflow *df, const char *prefix, const struct sp_request *req,
-                      struct sp_response *res)
-{
-    df_forward *f = current_relay(df);
-    int rc;
-
-    if (f == NULL) { /* not reached: these routes are mounted once a relay exists */
-        res->status = 503;
-        res->body = strdup("{\"error\":\"forward mode is not configured\"}");
-        res->body_len = res->body != NULL ? strlen(res->body) : 0;
-        res->free_body = free;
-        return 0;
-    }
     rc = df_forward_relay(f, prefix, req, res);
     df_forward_unref(f);
     return rc;
@@ -599,7 +586,9 @@ static void add_prefix(void *ud, const char *path)
     }
     *p = (struct prefix){.df = df};
     snprintf(p->path, sizeof(p->path), "%s", path);
-    if (df->host->mount(df->host->ctx, p->path, prefix_routes, p) == 0)
+    if (df->host->mount(df->host->ctx, p->path, prefix_routes, p) < 0)
+        df->host->log(df->host->ctx, SP_LOG_ERROR, "forward mode: cannot mount %s", path);
+    else
         df->n_prefixes++;
 }
 

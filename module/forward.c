@@ -1,5 +1,6 @@
 #include "forward.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <stdarg.h>
 #include <stdatomic.h>
@@ -22,18 +23,20 @@ static char *dup_or_null(const char *s)
     return s != NULL ? strdup(s) : NULL;
 }
 
-/* 127.0.0.0/8, ::1 and localhost: the only hosts a plaintext core may be on. */
+/* 127.0.0.0/8, [::1] and localhost (authority: host[:port]): where a plaintext core may be. */
 static bool loopback(const char *authority, size_t len)
 {
-    static const char *const names[] = {"localhost", "[::1]", "127."};
+    size_t host_len = authority[0] == '[' ? strcspn(authority, "]") + 1 : strcspn(authority, ":");
+    char host[64];
+    struct in_addr a;
 
-    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
-        size_t n = strlen(names[i]);
-        if (len >= n && strncasecmp(authority, names[i], n) == 0 &&
-            (names[i][n - 1] == '.' || len == n || authority[n] == ':'))
-            return true;
-    }
-    return false;
+    if (host_len > len || host_len >= sizeof(host) ||
+        (host_len < len && authority[host_len] != ':'))
+        return false;
+    snprintf(host, sizeof(host), "%.*s", (int)host_len, authority);
+    if (strcasecmp(host, "localhost") == 0 || strcmp(host, "[::1]") == 0)
+        return true;
+    return inet_pton(AF_INET, host, &a) == 1 && (ntohl(a.s_addr) >> 24) == 127;
 }
 
 /* Checks :core_url: and keeps its scheme and authority. */
@@ -259,8 +262,11 @@ json_t *df_forward_features(df_forward *f, char *err, size_t errlen)
         snprintf(err, errlen, "%s", rep.error);
     else if (rep.status != 200)
         snprintf(err, errlen, "GET %s answered %ld: %.200s", url, rep.status, rep.body);
-    else if (!json_is_object(features = json_loads(rep.body, 0, NULL)))
-        snprintf(err, errlen, "GET %s answered something that is not a JSON object", url);
+    else {
+        features = json_loads(rep.body, 0, NULL); /* json_is_object() is a macro */
+        if (!json_is_object(features))
+            snprintf(err, errlen, "GET %s answered something that is not a JSON object", url);
+    }
     free(rep.body);
     if (json_is_object(features))
         return features;
