@@ -427,6 +427,7 @@ START_TEST(headers_and_answers_are_relayed)
              "Authorization: Basic dGFzazpzZWNyZXQ=");
     ck_assert_int_eq(r.status, 201);
     ck_assert_str_eq(r.body, "from the core");
+    ck_assert_str_eq(r.content_type, "text/plain; charset=us-ascii");
     ck_assert_str_eq(seen[0], "GET");
     ck_assert_str_eq(seen[1], "/tasks/count");
     ck_assert_str_eq(seen[2], "state=running&who=a%20b%26c");
