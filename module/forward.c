@@ -1,6 +1,7 @@
 #include "forward.h"
 
 #include <arpa/inet.h>
+#include <ctype.h>
 #include <errno.h>
 #include <stdarg.h>
 #include <stdatomic.h>
@@ -139,19 +140,42 @@ static bool relay_header(const struct sp_request *req, const char *name, const c
     return v != NULL;
 }
 
+/* Appends path percent-encoded again (the host hands it over decoded): RFC 3986's pchar and
+ * '/' stay as they are. */
+static void encode_path(char *out, const char *path)
+{
+    static const char hex[] = "0123456789ABCDEF";
+
+    for (; *path != '\0'; path++) {
+        unsigned char ch = (unsigned char)*path;
+        if (isalnum(ch) || strchr("-._~!$&'()*+,;=:@/", ch) != NULL) {
+            *out++ = (char)ch;
+        } else {
+            *out++ = '%';
+            *out++ = hex[ch >> 4];
+            *out++ = hex[ch & 15];
+        }
+    }
+    *out = '\0';
+}
+
 /* The target: the core's URL, the path and, for GET, the query (§3.1). */
 static char *target(const df_forward *f, const char *prefix, const struct sp_request *req)
 {
     bool get = strcmp(req->method, "GET") == 0;
     size_t qlen = get && req->query_string != NULL ? req->query_string(req, NULL, 0) : 0;
-    size_t n = strlen(f->url) + strlen(prefix) + strlen(req->path) + qlen + 2;
+    size_t base = strlen(f->url) + strlen(prefix);
+    size_t n = base + 3 * strlen(req->path) + qlen + 2;
     char *url = malloc(n);
 
     if (url == NULL)
         return NULL;
-    snprintf(url, n, "%s%s%s%s", f->url, prefix, req->path, qlen > 0 ? "?" : "");
-    if (qlen > 0)
+    snprintf(url, n, "%s%s", f->url, prefix);
+    encode_path(url + base, req->path);
+    if (qlen > 0) {
+        strcat(url, "?");
         req->query_string(req, url + strlen(url), qlen + 1);
+    }
     return url;
 }
 
@@ -163,11 +187,12 @@ static int error_json(struct sp_response *res, unsigned status, const char *fmt,
     char msg[768];
     va_list ap;
 
+    json_t *body;
+
     va_start(ap, fmt);
     vsnprintf(msg, sizeof(msg), fmt, ap);
     va_end(ap);
-    json_t *body = json_pack("{s:s}", "error", msg);
-
+    body = json_pack("{s:s}", "error", msg);
     res->status = status;
     res->content_type = "application/json";
     res->body = json_dumps(body, JSON_COMPACT);

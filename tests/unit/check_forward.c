@@ -446,7 +446,12 @@ START_TEST(headers_and_answers_are_relayed)
     ck_assert_str_eq(seen[3], "{\"exit_status\": 0}");
     ck_assert_str_eq(seen[5], "my-request-7");
     ck_assert_str_eq(seen[6], "(none)");
-    ck_assert_int_eq(atomic_load(&fake_hits), 2);
+    /* a path comes to the core encoded as it came */
+    r = call("GET", "/dynflow/tasks/a%20b%3Fc%25/status", NULL, NULL);
+    ck_assert_int_eq(r.status, 201);
+    ck_assert_str_eq(seen[1], "/tasks/a b?c%/status");
+    ck_assert_str_eq(seen[2], "");
+    ck_assert_int_eq(atomic_load(&fake_hits), 3);
     /* the secret is not in the proxy's log */
     snprintf(expect, sizeof(expect), "GET /dynflow/tasks/count from 127.0.0.1: 201");
     ck_assert(log_has(proxy_dir, "proxy.log", expect));
