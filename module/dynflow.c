@@ -304,6 +304,18 @@ static void stop_refresher(struct dynflow *df)
     pthread_join(df->refresher, NULL);
 }
 
+static void stop_internal(struct dynflow *df)
+{
+    df_world_free(df->w);
+    df_plugins_free(df->plugins); /* after the world: plans may run plugin code until then */
+    df_api_free(df->api);
+    df_callback_free(df->callback);
+    df->w = NULL;
+    df->plugins = NULL;
+    df->api = NULL;
+    df->callback = NULL;
+}
+
 static void dynflow_shutdown(void *state)
 {
     struct dynflow *df = state;
@@ -315,10 +327,7 @@ static void dynflow_shutdown(void *state)
     json_decref(df->core_features);
     pthread_cond_destroy(&df->wake);
     pthread_mutex_destroy(&df->lock);
-    df_world_free(df->w);
-    df_plugins_free(df->plugins); /* after the world: plans may run plugin code until then */
-    df_api_free(df->api);
-    df_callback_free(df->callback);
+    stop_internal(df);
     free(df);
 }
 
@@ -460,6 +469,7 @@ static int start_internal(struct dynflow *df, const json_t *settings, bool publi
         setup_callbacks(df, df->host != NULL ? df->host->global_settings : NULL, &err) < 0 ||
         setup_runners(df, settings, &err) < 0 || df_world_start(df->w, &err) < 0) {
         snprintf(errbuf, errlen, "cannot start the executor: %s", err.text);
+        stop_internal(df); /* a later switch tries again */
         return -EIO;
     }
     df->api = df_api_new(df->w);

@@ -791,6 +791,27 @@ START_TEST(switch_with_a_database_file_keeps_the_tasks)
 }
 END_TEST
 
+/* A switch that cannot be made keeps the mode, and a later one can still be made. */
+START_TEST(failed_switch_keeps_the_mode)
+{
+    struct reply r;
+
+    core_start();
+    proxy_mode(core_url(core_port), NULL);
+    proxy_start(true);
+    launch_trivial(); /* at the core */
+    reload_proxy(NULL, ":database: /nonexistent/dir/proxy.db\n");
+    ck_assert(log_has(proxy_dir, "proxy.log",
+                      "reload of module 'dynflow' failed: cannot start the executor: "));
+    r = call("GET", "/dynflow/tasks/count", NULL, NULL);
+    ck_assert_str_eq(r.body, "{\"count\":1,\"state\":\"all\"}");
+    reload_proxy(NULL, NULL);
+    ck_assert(log_has(proxy_dir, "proxy.log", "internal mode: the executor runs in-process"));
+    r = call("GET", "/dynflow/tasks/count", NULL, NULL);
+    ck_assert_str_eq(r.body, "{\"count\":0,\"state\":\"all\"}");
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("forward");
@@ -816,6 +837,7 @@ int main(void)
     tcase_add_test(tc, sighup_switches_modes_without_a_failed_request);
     tcase_add_test(tc, switch_refused_with_unfinished_tasks_in_memory);
     tcase_add_test(tc, switch_with_a_database_file_keeps_the_tasks);
+    tcase_add_test(tc, failed_switch_keeps_the_mode);
     suite_add_tcase(s, tc);
     failed = run_suite(s);
     curl_global_cleanup();
