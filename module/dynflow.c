@@ -328,6 +328,7 @@ static void dynflow_shutdown(void *state)
     pthread_cond_destroy(&df->wake);
     pthread_mutex_destroy(&df->lock);
     stop_internal(df);
+    df_http_global_cleanup();
     free(df);
 }
 
@@ -616,6 +617,7 @@ static int dynflow_init(const struct sp_host_api *host, const json_t *settings, 
         return -ENOMEM;
     }
     df->host = host;
+    df_http_global_init(); /* while the host has one thread: libcurl's is not thread-safe */
     pthread_mutex_init(&df->lock, NULL);
     pthread_cond_init(&df->wake, NULL);
     rc = check_settings(settings, errbuf, errlen);
