@@ -1,6 +1,7 @@
 #include "proxy/http.h"
 
 #include <arpa/inet.h>
+#include <ctype.h>
 #include <errno.h>
 #include <gnutls/gnutls.h>
 #include <gnutls/x509.h>
@@ -132,6 +133,59 @@ static const char *query(const struct sp_request *req, const char *name)
     return MHD_lookup_connection_value(req->host, MHD_GET_ARGUMENT_KIND, name);
 }
 
+struct query_out {
+    char *out;
+    size_t len, used;
+};
+
+static void put(struct query_out *q, const char *p, size_t n)
+{
+    for (size_t i = 0; i < n; i++, q->used++)
+        if (q->used + 1 < q->len)
+            q->out[q->used] = p[i];
+}
+
+/* Appends s percent-encoded: RFC 3986's unreserved characters stay as they are. */
+static void encode(struct query_out *q, const char *s)
+{
+    static const char hex[] = "0123456789ABCDEF";
+
+    for (; *s != '\0'; s++) {
+        unsigned char ch = (unsigned char)*s;
+        char esc[3] = {'%', hex[ch >> 4], hex[ch & 15]};
+        if (isalnum(ch) || strchr("-._~", ch) != NULL)
+            put(q, s, 1);
+        else
+            put(q, esc, 3);
+    }
+}
+
+static enum MHD_Result query_arg(void *cls, enum MHD_ValueKind kind, const char *key,
+                                 const char *value)
+{
+    struct query_out *q = cls;
+
+    (void)kind;
+    if (value == NULL)
+        return MHD_YES; /* Rack drops arguments without a value */
+    if (q->used > 0)
+        put(q, "&", 1);
+    encode(q, key);
+    put(q, "=", 1);
+    encode(q, value);
+    return MHD_YES;
+}
+
+static size_t query_string(const struct sp_request *req, char *out, size_t len)
+{
+    struct query_out q = {out, len, 0};
+
+    MHD_get_connection_values(req->host, MHD_GET_ARGUMENT_KIND, query_arg, &q);
+    if (len > 0)
+        out[q.used < len ? q.used : len - 1] = '\0';
+    return q.used;
+}
+
 static void new_request_id(char out[37])
 {
     static const char hex[] = "0123456789abcdef";
@@ -180,6 +234,42 @@ static void peer_certificate(struct MHD_Connection *c, char *cn, size_t cn_len, 
     gnutls_x509_crt_deinit(crt);
 }
 
+/* What a TLS connection's client certificate says, read at its first request: verifying the
+ * certificate costs more than serving a request, and it cannot change on the connection
+ * (renegotiation ends it). */
+struct peer {
+    bool read;
+    char cn[256], serial[64];
+};
+
+static void on_connection(void *cls, struct MHD_Connection *c, void **socket_context,
+                          enum MHD_ConnectionNotificationCode toe)
+{
+    const struct listener *l = cls;
+
+    (void)c;
+    if (toe == MHD_CONNECTION_NOTIFY_STARTED && l->kind == 2)
+        *socket_context = calloc(1, sizeof(struct peer));
+    else if (toe == MHD_CONNECTION_NOTIFY_CLOSED) {
+        free(*socket_context);
+        *socket_context = NULL;
+    }
+}
+
+/* The connection's peer, read once (into fallback when there was no room to keep it). */
+static const struct peer *connection_peer(struct MHD_Connection *c, struct peer *fallback)
+{
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(c, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+    struct peer *p = ci != NULL && ci->socket_context != NULL ? ci->socket_context : fallback;
+
+    if (!p->read) {
+        peer_certificate(c, p->cn, sizeof(p->cn), p->serial, sizeof(p->serial));
+        p->read = true;
+    }
+    return p;
+}
+
 static void remote_address(struct MHD_Connection *c, char *out, size_t len)
 {
     const union MHD_ConnectionInfo *ci =
@@ -214,10 +304,13 @@ static void dispatch(struct listener *l, struct sp_request *req, struct request 
                                                  sizeof(why))) != 0) {
         sp_response_error(res, status, "%s", why);
     } else {
+        const char *full = req->path, *below = full + strlen(m.mount->prefix);
         req->params = m.params;
         req->n_params = m.n_params;
+        req->path = below[0] != '\0' ? below : "/";
         if (m.route->handler(m.mount->state, req, res) < 0 && res->body == NULL)
-            sp_response_error(res, 500, "%s %s failed", req->method, req->path);
+            sp_response_error(res, 500, "%s %s failed", req->method, full);
+        req->path = full;
     }
     table_unref(l->srv, t);
 }
@@ -271,7 +364,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
     struct listener *l = cls;
     struct request *r = *req_cls;
     struct sp_response res = {0};
-    char id[37], addr[64], cn[256], serial[64];
+    struct peer own = {.read = false};
+    char id[37], addr[64];
     struct timespec end;
     enum MHD_Result ok;
 
@@ -295,6 +389,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
                              .body_len = r->len,
                              .header = header,
                              .query = query,
+                             .query_string = query_string,
                              .https = l->kind == 2,
                              .host = c};
     const char *given = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "X-Request-Id");
@@ -306,9 +401,9 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
     remote_address(c, addr, sizeof(addr));
     req.remote_addr = addr;
     if (l->kind == 2) {
-        peer_certificate(c, cn, sizeof(cn), serial, sizeof(serial));
-        req.peer_cert_cn = cn[0] ? cn : NULL;
-        req.peer_cert_serial = serial[0] ? serial : NULL;
+        const struct peer *p = connection_peer(c, &own);
+        req.peer_cert_cn = p->cn[0] ? p->cn : NULL;
+        req.peer_cert_serial = p->serial[0] ? p->serial : NULL;
     }
     dispatch(l, &req, r, &res);
     ok = respond(c, &req, &res);
@@ -405,9 +500,9 @@ int sp_server_listen(struct sp_server *srv, const char *bind, unsigned port,
     };
     d = MHD_start_daemon(flags, 0, NULL, NULL, on_request, l, MHD_OPTION_SOCK_ADDR, &sa,
                          MHD_OPTION_THREAD_POOL_SIZE, (unsigned)2, MHD_OPTION_NOTIFY_COMPLETED,
-                         on_completed, NULL, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)60,
-                         MHD_OPTION_ARRAY, tls != NULL ? tls_options : tls_options + 4,
-                         MHD_OPTION_END);
+                         on_completed, NULL, MHD_OPTION_NOTIFY_CONNECTION, on_connection, l,
+                         MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)60, MHD_OPTION_ARRAY,
+                         tls != NULL ? tls_options : tls_options + 4, MHD_OPTION_END);
     if (d == NULL) {
         listener_free(l);
         return sp_fail(err, -EADDRINUSE, "cannot listen on %s://%s:%u: %s", tls ? "https" : "http",

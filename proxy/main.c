@@ -125,6 +125,18 @@ static unsigned available_listeners(const struct proxy *px)
            (https_configured(px->settings) ? SP_HTTPS : 0);
 }
 
+/* Modules mount at "/<name>" unless their settings say ":mount:" ("/" for the standalone core). */
+static void name_mount(const struct proxy *px, struct sp_running_module *m)
+{
+    const char *mount = json_string_value(
+        json_object_get(sp_module_settings(px->settings, m->lm.m->name), "mount"));
+
+    if (mount == NULL)
+        snprintf(m->mount, sizeof(m->mount), "/%s", m->lm.m->name);
+    else
+        snprintf(m->mount, sizeof(m->mount), "%s", strcmp(mount, "/") == 0 ? "" : mount);
+}
+
 static int start_module(struct proxy *px, const char *name, json_t *settings,
                         struct sp_running_module *rm, struct sp_host_api *host)
 {
@@ -156,6 +168,7 @@ static int start_module(struct proxy *px, const char *name, json_t *settings,
     rc = rm->lm.m->init(host, settings, &rm->state, why, sizeof(why));
     rm->listeners = sp_module_enabled(px->settings, name) & available_listeners(px);
     rm->state_name = rc == 0 ? "running" : "failed";
+    name_mount(px, rm);
     if (rc < 0) {
         log_msg(SP_LOG_ERROR, "Couldn't enable '%s': %s", name, why);
         sp_module_close(&rm->lm);
@@ -215,7 +228,8 @@ static void check_claimed(struct proxy *px, json_t *missing)
     json_decref(missing);
 }
 
-/* Modules mount at "/<name>" unless their settings say ":mount:" ("/" for the standalone core). */
+/* The routes of the running modules (again after a reload: a module may change them, and
+ * requests in flight keep the table they matched in). */
 static void mount_all(struct proxy *px)
 {
     size_t n = px->root.n_modules + 1;
@@ -224,12 +238,6 @@ static void mount_all(struct proxy *px)
     mounts[0] = (struct sp_mount){"", sp_root_routes(), &px->root, SP_BOTH};
     for (size_t i = 0; i < px->root.n_modules; i++) {
         struct sp_running_module *m = &px->root.modules[i];
-        const char *mount = json_string_value(
-            json_object_get(sp_module_settings(px->settings, m->lm.m->name), "mount"));
-        if (mount == NULL)
-            snprintf(m->mount, sizeof(m->mount), "/%s", m->lm.m->name);
-        else
-            snprintf(m->mount, sizeof(m->mount), "%s", strcmp(mount, "/") == 0 ? "" : mount);
         mounts[i + 1] =
             (struct sp_mount){m->mount, m->lm.m->routes(m->state), m->state, m->listeners};
     }
@@ -307,8 +315,8 @@ static void stop(struct proxy *px)
     sp_log_close();
 }
 
-/* SIGHUP: the settings again; trusted hosts, logging and the modules' own settings change at
- * once, listeners and the set of modules at the next start. */
+/* SIGHUP: the settings again; trusted hosts, logging, the modules' own settings and their
+ * routes change at once, listeners and the set of modules at the next start. */
 static void reload(struct proxy *px, const char *config)
 {
     struct sp_settings *fresh = calloc(1, sizeof(*fresh));
@@ -331,6 +339,7 @@ static void reload(struct proxy *px, const char *config)
     }
     px->retired[px->n_retired++] = px->settings;
     px->settings = fresh; /* atomic: requests in flight finish with the settings they read */
+    mount_all(px);
     log_msg(SP_LOG_INFO, "settings reloaded from %s", config);
 }
 

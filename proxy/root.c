@@ -60,25 +60,46 @@ void sp_root_free_features(struct sp_root *root)
     root->n_mounts = 0;
 }
 
-/* GET /features: the running modules and the features they added, sorted. */
+/* New reference: what a running module says it has besides itself (ABI 1.2), or NULL. */
+static json_t *module_features(const struct sp_running_module *m)
+{
+    json_t *f;
+
+    if (!running(m) || m->lm.m->abi_minor < 2 || m->lm.m->features == NULL)
+        return NULL;
+    f = m->lm.m->features(m->state);
+    if (json_is_object(f))
+        return f;
+    json_decref(f);
+    return NULL;
+}
+
+/* GET /features: the running modules and the features they added, sorted, each once. */
 static int features(void *state, const struct sp_request *req, struct sp_response *res)
 {
     const struct sp_root *root = state;
-    json_t **names = calloc(root->n_modules + root->n_features + 1, sizeof(*names));
-    json_t *out = json_array();
+    json_t *seen = json_object(), *out = json_array(), *v, **names;
+    const char *name;
     size_t n = 0;
 
     (void)req;
-    for (size_t i = 0; i < root->n_modules; i++)
+    for (size_t i = 0; i < root->n_modules; i++) {
+        json_t *more = module_features(&root->modules[i]);
         if (running(&root->modules[i]))
-            names[n++] = json_string(root->modules[i].lm.m->name);
+            json_object_set_new(seen, root->modules[i].lm.m->name, json_true());
+        json_object_update(seen, more);
+        json_decref(more);
+    }
     for (size_t i = 0; i < root->n_features; i++)
         if (running(root->features[i].owner))
-            names[n++] = json_string(root->features[i].name);
+            json_object_set_new(seen, root->features[i].name, json_true());
+    names = calloc(json_object_size(seen) + 1, sizeof(*names));
+    json_object_foreach(seen, name, v) names[n++] = json_string(name);
     qsort(names, n, sizeof(*names), cmp_names);
     for (size_t i = 0; i < n; i++)
         json_array_append_new(out, names[i]);
     free(names);
+    json_decref(seen);
     sp_response_json(res, 200, out);
     return 0;
 }
@@ -122,6 +143,19 @@ static int features_v2(void *state, const struct sp_request *req, struct sp_resp
     for (size_t i = 0; i < root->n_features; i++) {
         const struct sp_feature *f = &root->features[i];
         json_object_set_new(out, f->name, feature_v2(f->owner, json_copy(f->capabilities)));
+    }
+    for (size_t i = 0; i < root->n_modules; i++) {
+        json_t *more = module_features(&root->modules[i]), *caps;
+        const char *name;
+        json_object_foreach(more, name, caps)
+        {
+            if (json_object_get(out, name) == NULL)
+                json_object_set_new(out, name,
+                                    feature_v2(&root->modules[i], json_is_array(caps)
+                                                                      ? json_copy(caps)
+                                                                      : json_array()));
+        }
+        json_decref(more);
     }
     sp_response_json(res, 200, out);
     return 0;

@@ -20,6 +20,8 @@ static bool pattern_match(const char *pattern, const char *path, struct sp_match
 
     m->n_params = 0;
     while (*pattern != '\0' && *path != '\0') {
+        if (strcmp(pattern, "/*") == 0)
+            return true; /* the rest of the path, whatever it is */
         size_t plen = strcspn(pattern + 1, "/") + 1, slen = strcspn(path + 1, "/") + 1;
         if (pattern[0] != '/' || path[0] != '/')
             return false;

@@ -1,12 +1,11 @@
 #include "callback/callback.h"
 
-#include <curl/curl.h>
 #include <errno.h>
-#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "http/client.h"
 #include "util/util.h"
 
 struct df_callback {
@@ -16,99 +15,35 @@ struct df_callback {
     struct df_action_class cls, batch_cls;
 };
 
-struct reply {
-    char text[512];
-    size_t len;
-};
-
-static size_t keep_reply(char *data, size_t size, size_t n, void *ud)
-{
-    struct reply *r = ud;
-    size_t take = size * n;
-
-    if (take > sizeof(r->text) - 1 - r->len)
-        take = sizeof(r->text) - 1 - r->len;
-    memcpy(r->text + r->len, data, take);
-    r->len += take;
-    r->text[r->len] = '\0';
-    return size * n;
-}
-
-/* One HTTP client per worker thread, kept between callbacks: its connection to Foreman (and
- * the TLS session) is reused instead of a new handshake per callback. */
-static pthread_key_t client_key;
-static pthread_once_t client_once = PTHREAD_ONCE_INIT;
-
-static void free_client(void *c)
-{
-    curl_easy_cleanup(c);
-}
-
-static void make_client_key(void)
-{
-    pthread_key_create(&client_key, free_client);
-}
-
-static CURL *thread_client(void)
-{
-    CURL *c;
-
-    pthread_once(&client_once, make_client_key);
-    c = pthread_getspecific(client_key);
-    if (c != NULL) {
-        curl_easy_reset(c); /* options go, live connections stay */
-        return c;
-    }
-    c = curl_easy_init();
-    if (c != NULL)
-        pthread_setspecific(client_key, c);
-    return c;
-}
-
-/* One POST; 0 on HTTP 200, else -1 with why (status and body, or curl's reason). */
+/* One POST; 0 on HTTP 200, else -1 with why (status and body, or the client's reason). */
 static int post(const df_callback *cb, const char *body, const char *request_id, char *why,
                 size_t len)
 {
-    struct curl_slist *headers = NULL;
-    struct reply r = {{0}, 0};
     char rid[128];
-    long status = 0;
-    CURL *c = thread_client();
-    CURLcode rc;
+    const char *headers[] = {"Accept: application/json,version=2", "Content-Type: application/json",
+                             rid, NULL};
+    struct df_http_tls tls = {cb->ca_file, cb->cert_file, cb->key_file};
+    struct df_http_reply rep;
+    int rc;
 
-    if (c == NULL) {
-        snprintf(why, len, "cannot create an HTTP client");
-        return -1;
-    }
-    headers = curl_slist_append(headers, "Accept: application/json,version=2");
-    headers = curl_slist_append(headers, "Content-Type: application/json");
-    if (request_id != NULL) {
+    if (request_id != NULL)
         snprintf(rid, sizeof(rid), "X-Request-Id: %s", request_id);
-        headers = curl_slist_append(headers, rid);
-    }
-    curl_easy_setopt(c, CURLOPT_URL, cb->url);
-    curl_easy_setopt(c, CURLOPT_POSTFIELDS, body);
-    curl_easy_setopt(c, CURLOPT_HTTPHEADER, headers);
-    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, keep_reply);
-    curl_easy_setopt(c, CURLOPT_WRITEDATA, &r);
-    curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT, 10L);
-    curl_easy_setopt(c, CURLOPT_TIMEOUT, 60L);
-    curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(c, CURLOPT_SSLVERSION, (long)CURL_SSLVERSION_TLSv1_2);
-    if (cb->ca_file != NULL)
-        curl_easy_setopt(c, CURLOPT_CAINFO, cb->ca_file);
-    if (cb->cert_file != NULL && cb->key_file != NULL) {
-        curl_easy_setopt(c, CURLOPT_SSLCERT, cb->cert_file);
-        curl_easy_setopt(c, CURLOPT_SSLKEY, cb->key_file);
-    }
-    rc = curl_easy_perform(c);
-    curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
-    curl_slist_free_all(headers);
-    if (rc != CURLE_OK)
-        snprintf(why, len, "%s", curl_easy_strerror(rc));
-    else if (status != 200)
-        snprintf(why, len, "%ld %s", status, r.text);
-    return rc == CURLE_OK && status == 200 ? 0 : -1;
+    else
+        headers[2] = NULL;
+    rc = df_http_perform(&tls,
+                         &(struct df_http_request){.method = "POST",
+                                                   .url = cb->url,
+                                                   .body = body,
+                                                   .body_len = strlen(body),
+                                                   .headers = headers,
+                                                   .timeout = 60},
+                         &rep);
+    if (rc < 0)
+        snprintf(why, len, "%s", rep.error);
+    else if (rep.status != 200)
+        snprintf(why, len, "%ld %.512s", rep.status, rep.body);
+    free(rep.body);
+    return rc == 0 && rep.status == 200 ? 0 : -1;
 }
 
 static double backoff(const df_callback *cb, json_int_t attempts)
@@ -204,7 +139,7 @@ df_callback *df_callback_new(const struct df_callback_config *cfg, df_error *err
         return NULL;
     }
     cb = df_calloc(1, sizeof(*cb));
-    curl_global_init(CURL_GLOBAL_DEFAULT); /* now, while there is one thread; counted by libcurl */
+    df_http_global_init(); /* now, while there is one thread; counted */
     /* URI.join with an absolute path: any path of foreman_url is dropped */
     path = strchr(scheme_end + 3, '/');
     cb->url = df_malloc(strlen(cfg->foreman_url) + 64);
@@ -234,7 +169,7 @@ void df_callback_free(df_callback *cb)
     free(cb->key_file);
     free(cb->ca_file);
     free(cb);
-    curl_global_cleanup();
+    df_http_global_cleanup();
 }
 
 const struct df_action_class *df_callback_class(df_callback *cb)

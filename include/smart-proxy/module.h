@@ -9,6 +9,8 @@
  * table passed to init(); the module links no host symbols.
  *
  * ABI changelog (newest first):
+ *   1.2  a pattern's last segment may be "*" (the rest of the path); sp_request.query_string;
+ *        a response's content_type may live in its body's allocation; sp_module.features
  *   1.1  host services settings_of, add_feature, load_object, unload_object, mount
  *   1.0  first release
  */
@@ -21,7 +23,7 @@
 
 #define SP_MODULE_MAGIC     0x50584d31u /* "PXM1": tells "not a module" from "wrong version" */
 #define SP_MODULE_ABI_MAJOR 1u          /* bumped when anything is removed or changes meaning */
-#define SP_MODULE_ABI_MINOR 1u          /* bumped when a field or callback is appended */
+#define SP_MODULE_ABI_MINOR 2u          /* bumped when a field or callback is appended */
 #define SP_MODULE_SYMBOL    "sp_module_entry"
 #define SP_STR_(x)          #x
 #define SP_STR(x)           SP_STR_(x)
@@ -45,12 +47,15 @@ struct sp_request {
     const char *remote_addr;
     const char *request_id; /* X-Request-Id or a new UUID */
     void *host;             /* the host's own, for the header/query functions */
+    /* 1.2: the query arguments percent-encoded again, "k=v&k2=v2" ("" without any), into out;
+     * the length it needs (without the NUL), as snprintf */
+    size_t (*query_string)(const struct sp_request *req, char *out, size_t len);
 };
 
 /* Filled by a handler; the host owns it afterwards. */
 struct sp_response {
     unsigned status;
-    const char *content_type; /* static storage; NULL: application/json */
+    const char *content_type; /* static, or in body's allocation; NULL: application/json */
     char *body;               /* the host calls free_body(body) after sending */
     size_t body_len;
     void (*free_body)(void *body);
@@ -69,7 +74,7 @@ typedef int (*sp_handler_fn)(void *state, const struct sp_request *req, struct s
 
 struct sp_route {
     const char *method;  /* NULL ends a table */
-    const char *pattern; /* "/tasks/:task_id/status" */
+    const char *pattern; /* "/tasks/:task_id/status"; 1.2: last segment "*": anything below */
     sp_handler_fn handler;
     unsigned auth; /* SP_AUTH_* */
 };
@@ -132,7 +137,10 @@ struct sp_module {
     json_t *(*capabilities)(void *state);          /* optional: new reference, array of strings */
     int (*reload)(void *state, const json_t *settings, char *err, size_t errlen); /* optional */
     void (*shutdown)(void *state); /* frees everything init allocated */
-    uintptr_t reserved[4];
+    /* 1.2, optional: new reference, {"name": [capabilities…]}, features the module has now
+     * besides its own (forward mode: the core's), in /features and /v2/features */
+    json_t *(*features)(void *state);
+    uintptr_t reserved[3];
 };
 
 #define SP_MODULE_DECLARE(...)                                                                     \

@@ -27,14 +27,14 @@ static inline unsigned free_port(void)
     return ntohs(sa.sin_port);
 }
 
-/* Runs smart-proxyd with the test's settings; its stderr goes to a pipe. */
-static inline pid_t start(const char *extra_arg, int *err_fd)
+/* Runs smart-proxyd with dir/settings.yml; its stderr goes to a pipe. */
+static inline pid_t start_in(const char *dir, const char *extra_arg, int *err_fd)
 {
     char config[700];
     int fds[2];
     pid_t pid;
 
-    snprintf(config, sizeof(config), "%s/settings.yml", workdir);
+    snprintf(config, sizeof(config), "%s/settings.yml", dir);
     ck_assert_int_eq(pipe(fds), 0);
     pid = fork();
     if (pid == 0) {
@@ -47,6 +47,12 @@ static inline pid_t start(const char *extra_arg, int *err_fd)
     close(fds[1]);
     *err_fd = fds[0];
     return pid;
+}
+
+/* Runs smart-proxyd with the test's settings; its stderr goes to a pipe. */
+static inline pid_t start(const char *extra_arg, int *err_fd)
+{
+    return start_in(workdir, extra_arg, err_fd);
 }
 
 /* Reads the child's output until it contains needle (or it ends); returns what was read. */

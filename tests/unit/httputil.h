@@ -16,6 +16,7 @@ struct reply {
     char body[4096];
     size_t len;
     char request_id[64];
+    char content_type[128];
 };
 
 static inline size_t on_body(char *data, size_t size, size_t n, void *ud)
@@ -37,6 +38,9 @@ static inline size_t on_header(char *data, size_t size, size_t n, void *ud)
 
     if (strncasecmp(data, "X-Request-Id: ", 14) == 0)
         snprintf(r->request_id, sizeof(r->request_id), "%.*s", (int)strcspn(data + 14, "\r\n"),
+                 data + 14);
+    if (strncasecmp(data, "Content-Type: ", 14) == 0)
+        snprintf(r->content_type, sizeof(r->content_type), "%.*s", (int)strcspn(data + 14, "\r\n"),
                  data + 14);
     return size * n;
 }

@@ -1,0 +1,173 @@
+#include "http/client.h"
+
+#include <curl/curl.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "util/util.h"
+
+/* More than the largest status document the engine writes (64 MiB of output). */
+#define MAX_REPLY ((size_t)256 << 20)
+
+/* One HTTP client per thread, kept between requests: its connections (and TLS sessions) are
+ * reused instead of a new handshake per request. */
+static pthread_key_t client_key;
+static pthread_once_t client_once = PTHREAD_ONCE_INIT;
+
+static void free_client(void *c)
+{
+    curl_easy_cleanup(c);
+}
+
+static void make_client_key(void)
+{
+    pthread_key_create(&client_key, free_client);
+}
+
+static CURL *thread_client(void)
+{
+    CURL *c;
+
+    pthread_once(&client_once, make_client_key);
+    c = pthread_getspecific(client_key);
+    if (c != NULL) {
+        curl_easy_reset(c); /* options go, live connections stay */
+        return c;
+    }
+    c = curl_easy_init();
+    if (c != NULL)
+        pthread_setspecific(client_key, c);
+    return c;
+}
+
+void df_http_global_init(void)
+{
+    curl_global_init(CURL_GLOBAL_DEFAULT);
+}
+
+void df_http_global_cleanup(void)
+{
+    curl_global_cleanup();
+}
+
+static size_t on_body(char *data, size_t size, size_t n, void *ud)
+{
+    struct df_http_reply *rep = ud;
+    size_t take = size * n;
+
+    if (rep->body_len + take > MAX_REPLY)
+        return 0; /* libcurl stops with a write error */
+    rep->body = df_realloc(rep->body, rep->body_len + take + 1);
+    memcpy(rep->body + rep->body_len, data, take);
+    rep->body_len += take;
+    rep->body[rep->body_len] = '\0';
+    return take;
+}
+
+/* Keeps a header's value (without CR LF) when the line is "name: value". */
+static void keep_header(const char *line, size_t len, const char *name, char *out, size_t cap)
+{
+    size_t n = strlen(name), v;
+
+    if (len <= n + 1 || strncasecmp(line, name, n) != 0 || line[n] != ':')
+        return;
+    for (v = n + 1; v < len && line[v] == ' '; v++)
+        ;
+    len -= v;
+    while (len > 0 && (line[v + len - 1] == '\r' || line[v + len - 1] == '\n'))
+        len--;
+    snprintf(out, cap, "%.*s", (int)len, line + v);
+}
+
+static size_t on_header(char *line, size_t size, size_t n, void *ud)
+{
+    struct df_http_reply *rep = ud;
+
+    keep_header(line, size * n, "Content-Type", rep->content_type, sizeof(rep->content_type));
+    keep_header(line, size * n, "Location", rep->location, sizeof(rep->location));
+    return size * n;
+}
+
+static enum df_http_failure failure_of(CURLcode rc)
+{
+    switch (rc) {
+        case CURLE_OPERATION_TIMEDOUT:
+            return DF_HTTP_TIMEOUT;
+        case CURLE_SSL_CONNECT_ERROR:
+        case CURLE_PEER_FAILED_VERIFICATION:
+        case CURLE_SSL_CERTPROBLEM:
+        case CURLE_SSL_CIPHER:
+        case CURLE_SSL_CACERT_BADFILE:
+        case CURLE_SSL_ISSUER_ERROR:
+        case CURLE_SSL_INVALIDCERTSTATUS:
+        case CURLE_SSL_PINNEDPUBKEYNOTMATCH:
+            return DF_HTTP_TLS;
+        default:
+            return DF_HTTP_UNREACHABLE;
+    }
+}
+
+static void set_tls(CURL *c, const struct df_http_tls *tls)
+{
+    curl_easy_setopt(c, CURLOPT_SSLVERSION, (long)CURL_SSLVERSION_TLSv1_2);
+    curl_easy_setopt(c, CURLOPT_SSL_VERIFYPEER, 1L);
+    curl_easy_setopt(c, CURLOPT_SSL_VERIFYHOST, 2L);
+    if (tls == NULL)
+        return;
+    if (tls->ca_file != NULL)
+        curl_easy_setopt(c, CURLOPT_CAINFO, tls->ca_file);
+    if (tls->cert_file != NULL && tls->key_file != NULL) {
+        curl_easy_setopt(c, CURLOPT_SSLCERT, tls->cert_file);
+        curl_easy_setopt(c, CURLOPT_SSLKEY, tls->key_file);
+    }
+}
+
+int df_http_perform(const struct df_http_tls *tls, const struct df_http_request *req,
+                    struct df_http_reply *rep)
+{
+    long timeout_ms = (long)((req->timeout > 0 ? req->timeout : 60) * 1000);
+    struct curl_slist *headers = NULL;
+    char errbuf[CURL_ERROR_SIZE] = "";
+    CURL *c = thread_client();
+    CURLcode rc;
+
+    memset(rep, 0, sizeof(*rep));
+    rep->body = df_strdup("");
+    if (c == NULL) {
+        rep->failure = DF_HTTP_UNREACHABLE;
+        snprintf(rep->error, sizeof(rep->error), "cannot create an HTTP client");
+        return -1;
+    }
+    for (const char *const *h = req->headers; h != NULL && *h != NULL; h++)
+        headers = curl_slist_append(headers, *h);
+    headers = curl_slist_append(headers, "Expect:"); /* no 100-continue round trip */
+    curl_easy_setopt(c, CURLOPT_URL, req->url);
+    if (strcmp(req->method, "POST") == 0) {
+        curl_easy_setopt(c, CURLOPT_POSTFIELDS, req->body != NULL ? req->body : "");
+        curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)req->body_len);
+    }
+    curl_easy_setopt(c, CURLOPT_HTTPHEADER, headers);
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body);
+    curl_easy_setopt(c, CURLOPT_WRITEDATA, rep);
+    curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, on_header);
+    curl_easy_setopt(c, CURLOPT_HEADERDATA, rep);
+    curl_easy_setopt(c, CURLOPT_ERRORBUFFER, errbuf);
+    curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, timeout_ms);
+    curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, timeout_ms < 10000 ? timeout_ms : 10000L);
+    curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+    if (req->no_proxy)
+        curl_easy_setopt(c, CURLOPT_PROXY, "");
+    set_tls(c, tls);
+    rc = curl_easy_perform(c);
+    curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &rep->status);
+    curl_easy_setopt(c, CURLOPT_ERRORBUFFER, NULL);
+    curl_slist_free_all(headers);
+    if (rc == CURLE_OK)
+        return 0;
+    rep->failure = failure_of(rc);
+    snprintf(rep->error, sizeof(rep->error), "%s", errbuf[0] ? errbuf : curl_easy_strerror(rc));
+    return -1;
+}
