@@ -2,6 +2,7 @@
  * smart-proxyd: reads Foreman's settings.yml and settings.d/, loads the
  * enabled modules, mounts their routes and serves them until SIGTERM.
  */
+#include <arpa/inet.h>
 #include <dlfcn.h>
 #include <errno.h>
 #include <getopt.h>
@@ -241,6 +242,32 @@ static void mount_all(struct proxy *px)
     free(mounts);
 }
 
+static bool loopback(const char *host)
+{
+    struct in_addr a;
+
+    return inet_pton(AF_INET, host, &a) == 1 && (ntohl(a.s_addr) >> 24) == 127;
+}
+
+/* The core checks no client over HTTP: said when :bind_host: opens that beyond loopback. */
+static void warn_open_http(const struct sp_settings *s)
+{
+    json_t *host;
+    size_t i;
+
+    if (!s->core || sp_setting(s, "http_port") == NULL)
+        return;
+    json_array_foreach(sp_setting(s, "bind_host"), i, host)
+    {
+        if (!loopback(json_string_value(host)))
+            log_msg(SP_LOG_WARNING,
+                    "%s: :bind_host: %s opens the core's HTTP port %lld beyond loopback, and the "
+                    "core checks no client over HTTP: anyone who reaches it can run jobs",
+                    s->path, json_string_value(host),
+                    (long long)json_integer_value(sp_setting(s, "http_port")));
+    }
+}
+
 static int listen_on(struct proxy *px, unsigned port, const struct sp_tls *tls)
 {
     struct sp_error err;
@@ -275,6 +302,7 @@ static int listen_all(struct proxy *px)
     }
     if (available_listeners(px) == 0)
         log_msg(SP_LOG_WARNING, "neither :http_port: nor the SSL settings are set: not listening");
+    warn_open_http(s);
     if (sp_setting(s, "http_port") != NULL &&
         listen_on(px, (unsigned)json_integer_value(sp_setting(s, "http_port")), NULL) < 0)
         return -1;
@@ -334,12 +362,12 @@ static void reload(struct proxy *px, const char *config)
     log_msg(SP_LOG_INFO, "settings reloaded from %s", config);
 }
 
-static unsigned authorize(void *ud, const struct sp_request *req, unsigned auth, char *why,
-                          size_t len)
+static unsigned authorize(void *ud, const struct sp_request *req, const char *cert_rejected,
+                          unsigned auth, char *why, size_t len)
 {
     struct proxy *px = ud;
 
-    return sp_authorize(px->settings, req, auth, why, len);
+    return sp_authorize(px->settings, req, cert_rejected, auth, why, len);
 }
 
 static void usage(FILE *out)
@@ -384,6 +412,7 @@ int main(int argc, char **argv)
     }
     px.settings = settings;
     if (check_only) {
+        warn_open_http(px.settings);
         printf("%s: settings OK\n", config);
         stop(&px);
         return 0;

@@ -1,0 +1,208 @@
+/*
+ * smart-proxyd as the standalone core (dynflow.so mounted at "/"): whom it accepts over HTTPS
+ * (its own certificate's serial, or :trusted_hosts:), the log line of each refusal, TLS 1.1
+ * refused, and HTTP on loopback only unless :bind_host: says otherwise.
+ */
+#include <check.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "daemonutil.h"
+#include "httputil.h"
+#include "suite.h"
+
+static char log_path[700];
+static pid_t pid;
+static int out_fd;
+
+static void setup(void)
+{
+    char sub[600];
+
+    scratch_new(workdir, sizeof(workdir), "core");
+    scratch_certs(workdir);
+    snprintf(sub, sizeof(sub), "%s/settings.d", workdir);
+    mkdir(sub, 0700);
+    scratch_write(workdir, "settings.d/dynflow.yml", ":enabled: true\n:mount: /\n:database:\n");
+    snprintf(log_path, sizeof(log_path), "%s/core.log", workdir);
+    pid = 0;
+}
+
+static void teardown(void)
+{
+    if (pid > 0) {
+        kill(pid, SIGTERM);
+        ck_assert_int_eq(finish(pid), 0);
+        close(out_fd);
+    }
+    scratch_remove(workdir);
+}
+
+/* settings.yml of a core on a free port: HTTPS with the test CA's server certificate, or HTTP;
+ * then the lines in extra. */
+static void core_settings(bool https, const char *extra)
+{
+    char settings[4096], tls[2048] = "";
+
+    port = free_port();
+    if (https)
+        snprintf(tls, sizeof(tls),
+                 ":ssl_certificate: %s/server.pem\n:ssl_private_key: %s/server.key\n"
+                 ":ssl_ca_file: %s/ca.pem\n",
+                 workdir, workdir, workdir);
+    snprintf(settings, sizeof(settings), "%s %u\n%s:module_directory: %s\n:log_file: %s\n%s",
+             https ? ":https_port:" : ":http_port:", port, tls, getenv("DYNFLOW_MODULE_DIR"),
+             log_path, extra);
+    scratch_write(workdir, "settings.yml", settings);
+}
+
+static void core_start(bool https, const char *extra)
+{
+    core_settings(https, extra);
+    pid = start(NULL, &out_fd);
+    ck_assert_msg(file_has(log_path, "listening on"), "the core did not start: %s",
+                  read_until(out_fd, "listening on"));
+}
+
+static void assert_logged(const char *needle)
+{
+    ck_assert_msg(file_has(log_path, needle), "no log line with '%s'", needle);
+}
+
+/* Without :trusted_hosts: the core's own Foreman certificate is the only one it accepts. */
+START_TEST(serial_of_the_foreman_certificate)
+{
+    char extra[700];
+    struct reply r;
+
+    snprintf(extra, sizeof(extra), ":foreman_ssl_cert: %s/client.pem\n", workdir);
+    core_start(true, extra);
+    r = call_tls("/tasks/count", workdir, "client", 0);
+    ck_assert_msg(r.status == 200, "%ld %s", r.status, r.body);
+    ck_assert_str_eq(r.body, "{\"count\":0,\"state\":\"all\"}");
+
+    r = call_tls("/tasks/count", workdir, "stranger", 0);
+    ck_assert_int_eq(r.status, 403);
+    ck_assert_str_eq(r.body, "{\"error\":\"SSL certificate with unexpected serial supplied\"}");
+    assert_logged("refused GET /tasks/count from 127.0.0.1: client certificate CN "
+                  "stranger.example.com has serial ");
+
+    r = call_tls("/tasks/count", workdir, NULL, 0);
+    ck_assert_int_eq(r.status, 403);
+    ck_assert_str_eq(r.body, "{\"error\":\"No client SSL certificate supplied\"}");
+    assert_logged("refused GET /tasks/count from 127.0.0.1: no client certificate");
+
+    r = call_tls("/tasks/count", workdir, "rogue", 0); /* the same CN, another CA */
+    ck_assert_int_eq(r.status, 403);
+    ck_assert_str_eq(r.body, "{\"error\":\"No client SSL certificate supplied\"}");
+    assert_logged("refused GET /tasks/count from 127.0.0.1: the client certificate does not "
+                  "verify against :ssl_ca_file: (");
+
+    r = call_tls("/tasks/count", workdir, "client", CURL_SSLVERSION_MAX_TLSv1_1);
+    ck_assert_int_eq(r.status, 0);
+    r = call_tls("/features", workdir, NULL, 0); /* what needs no authorization stays open */
+    ck_assert_int_eq(r.status, 200);
+}
+END_TEST
+
+/* Without :foreman_ssl_cert: the serial is that of :ssl_certificate:. */
+START_TEST(serial_of_the_server_certificate)
+{
+    struct reply r;
+
+    core_start(true, "");
+    r = call_tls("/tasks/count", workdir, "server", 0);
+    ck_assert_msg(r.status == 200, "%ld %s", r.status, r.body);
+    r = call_tls("/tasks/count", workdir, "client", 0);
+    ck_assert_int_eq(r.status, 403);
+    ck_assert_str_eq(r.body, "{\"error\":\"SSL certificate with unexpected serial supplied\"}");
+}
+END_TEST
+
+/* With :trusted_hosts: the CN decides, whatever the serial. */
+START_TEST(trusted_hosts_replace_the_serial)
+{
+    char extra[700];
+    struct reply r;
+
+    snprintf(extra, sizeof(extra),
+             ":foreman_ssl_cert: %s/client.pem\n:trusted_hosts: [Stranger.example.com]\n",
+             workdir);
+    core_start(true, extra);
+    r = call_tls("/tasks/count", workdir, "stranger", 0);
+    ck_assert_msg(r.status == 200, "%ld %s", r.status, r.body);
+    r = call_tls("/tasks/count", workdir, "client", 0);
+    ck_assert_int_eq(r.status, 403);
+    ck_assert_str_eq(r.body, "{\"error\":\"Untrusted client foreman.example.com attempted to "
+                             "access /tasks/count. Check :trusted_hosts: in settings.yml\"}");
+    assert_logged("refused GET /tasks/count from 127.0.0.1: client certificate CN "
+                  "foreman.example.com is not in :trusted_hosts:");
+}
+END_TEST
+
+/* The listening socket of port, from /proc/net/tcp: its local IPv4 address in hex. */
+static const char *listening_address(unsigned p)
+{
+    static char addr[16];
+    char line[512], tail[64];
+    FILE *f = fopen("/proc/net/tcp", "r");
+
+    addr[0] = '\0';
+    snprintf(tail, sizeof(tail), ":%04X 00000000:0000 0A", p);
+    while (f != NULL && fgets(line, sizeof(line), f) != NULL) {
+        char *hit = strstr(line, tail);
+        if (hit != NULL && hit - line >= 8)
+            snprintf(addr, sizeof(addr), "%.8s", hit - 8);
+    }
+    if (f != NULL)
+        fclose(f);
+    return addr;
+}
+
+/* Over HTTP the core checks nobody, so by default it listens on 127.0.0.1 only. */
+START_TEST(http_on_loopback_only)
+{
+    char expected[128];
+    struct reply r;
+    pid_t check;
+    int fd;
+
+    core_start(false, "");
+    snprintf(expected, sizeof(expected), "listening on http://127.0.0.1:%u", port);
+    assert_logged(expected);
+    ck_assert_str_eq(listening_address(port), "0100007F");
+    r = call("GET", "/tasks/count", NULL, NULL);
+    ck_assert_int_eq(r.status, 200);
+
+    /* told otherwise, it says what that opens (checked without listening beyond loopback) */
+    core_settings(false, ":bind_host: '*'\n");
+    check = start("--check-config", &fd);
+    ck_assert_int_eq(finish(check), 0);
+    close(fd);
+    assert_logged(":bind_host: * opens the core's HTTP port");
+}
+END_TEST
+
+int main(void)
+{
+    Suite *s = suite_create("core");
+    TCase *tc = tcase_create("core");
+    int failed;
+
+    signal(SIGPIPE, SIG_IGN);
+    curl_global_init(CURL_GLOBAL_ALL);
+    tcase_set_timeout(tc, 60);
+    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_add_test(tc, serial_of_the_foreman_certificate);
+    tcase_add_test(tc, serial_of_the_server_certificate);
+    tcase_add_test(tc, trusted_hosts_replace_the_serial);
+    tcase_add_test(tc, http_on_loopback_only);
+    suite_add_tcase(s, tc);
+    failed = run_suite(s);
+    curl_global_cleanup();
+    return failed;
+}
