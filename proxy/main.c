@@ -18,6 +18,7 @@
 #include "proxy/auth.h"
 #include "proxy/http.h"
 #include "proxy/log.h"
+#include "proxy/notify.h"
 #include "proxy/root.h"
 #include "proxy/settings.h"
 #include "proxy/tls.h"
@@ -370,6 +371,15 @@ static unsigned authorize(void *ud, const struct sp_request *req, const char *ce
     return sp_authorize(px->settings, req, cert_rejected, auth, why, len);
 }
 
+/* CLOCK_MONOTONIC in microseconds, as systemd wants it with RELOADING=1. */
+static long long monotonic_usec(void)
+{
+    struct timespec now;
+
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return (long long)now.tv_sec * 1000000 + now.tv_nsec / 1000;
+}
+
 static void usage(FILE *out)
 {
     fprintf(out,
@@ -417,6 +427,11 @@ int main(int argc, char **argv)
         stop(&px);
         return 0;
     }
+    if (sp_notify_open(&err) < 0) {
+        log_msg(SP_LOG_ERROR, "%s", err.text);
+        stop(&px);
+        return 1;
+    }
     /* signals go to the main thread only: block them before any thread starts */
     sigemptyset(&signals);
     sigaddset(&signals, SIGTERM);
@@ -438,12 +453,17 @@ int main(int argc, char **argv)
         stop(&px);
         return 1;
     }
+    sp_notify("READY=1\nMAINPID=%ld", (long)getpid()); /* every listener listens */
     while (sigwait(&signals, &sig) == 0 && (sig == SIGHUP || sig == SIGUSR1)) {
-        if (sig == SIGUSR1)
+        if (sig == SIGUSR1) {
             sp_log_reopen();
-        else
-            reload(&px, config);
+            continue;
+        }
+        sp_notify("RELOADING=1\nMONOTONIC_USEC=%lld", monotonic_usec());
+        reload(&px, config);
+        sp_notify("READY=1");
     }
+    sp_notify("STOPPING=1");
     log_msg(SP_LOG_INFO, "stopping on signal %d", sig);
     stop(&px);
     return 0;

@@ -130,8 +130,7 @@ START_TEST(trusted_hosts_replace_the_serial)
     struct reply r;
 
     snprintf(extra, sizeof(extra),
-             ":foreman_ssl_cert: %s/client.pem\n:trusted_hosts: [Stranger.example.com]\n",
-             workdir);
+             ":foreman_ssl_cert: %s/client.pem\n:trusted_hosts: [Stranger.example.com]\n", workdir);
     core_start(true, extra);
     r = call_tls("/tasks/count", workdir, "stranger", 0);
     ck_assert_msg(r.status == 200, "%ld %s", r.status, r.body);
