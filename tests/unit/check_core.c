@@ -1,7 +1,8 @@
 /*
  * smart-proxyd as the standalone core (dynflow.so mounted at "/"): whom it accepts over HTTPS
  * (its own certificate's serial, or :trusted_hosts:), the log line of each refusal, TLS 1.1
- * refused, and HTTP on loopback only unless :bind_host: says otherwise.
+ * refused, HTTP on loopback only unless :bind_host: says otherwise; the example settings, and
+ * the systemd units (with systemd-analyze verify where it exists).
  */
 #include <check.h>
 #include <signal.h>
@@ -186,6 +187,79 @@ START_TEST(http_on_loopback_only)
 }
 END_TEST
 
+/* The example settings of the core, with the test's certificates, port, database and log. */
+START_TEST(example_settings_serve)
+{
+    char cmd[4096];
+    struct reply r;
+
+    port = free_port();
+    snprintf(cmd, sizeof(cmd),
+             "sed -e 's|/etc/foreman-proxy/ssl_cert.pem|%1$s/server.pem|' "
+             "-e 's|/etc/foreman-proxy/ssl_key.pem|%1$s/server.key|' "
+             "-e 's|/etc/foreman-proxy/foreman_ssl_cert.pem|%1$s/client.pem|' "
+             "-e 's|/etc/foreman-proxy/foreman_ssl_key.pem|%1$s/client.key|' "
+             "-e 's|/etc/foreman-proxy/[a-z_]*ca.pem|%1$s/ca.pem|' -e 's|8008|%2$u|' "
+             "-e 's|JOURNAL|%1$s/core.log|' '%3$s/settings.yml' >'%1$s/settings.yml' && "
+             "sed -e 's|/var/lib/smart-proxy-dynflow-core|%1$s|' '%3$s/settings.d/dynflow.yml' "
+             ">'%1$s/settings.d/dynflow.yml' && echo ':module_directory: %4$s' "
+             ">>'%1$s/settings.yml'",
+             workdir, port, getenv("CORE_EXAMPLE"), getenv("DYNFLOW_MODULE_DIR"));
+    ck_assert_int_eq(system(cmd), 0);
+    pid = start(NULL, &out_fd);
+    ck_assert_msg(file_has(log_path, "listening on https://127.0.0.1:"),
+                  "the example core did not start: %s", read_until(out_fd, "listening on"));
+    r = call_tls("/tasks/count", workdir, "client", 0);
+    ck_assert_msg(r.status == 200, "%ld %s", r.status, r.body);
+    r = call_tls("/tasks/count", workdir, "stranger", 0);
+    ck_assert_int_eq(r.status, 403);
+}
+END_TEST
+
+/* What the units must say, built from the .service.in files with the installation paths. */
+static const char *const unit_lines[] = {
+    "\nType=notify\n",        "\nExecReload=/bin/kill -HUP $MAINPID\n",
+    "\nRestart=on-failure\n", "\nUser=foreman-proxy\n",
+    "\nLimitNOFILE=65536\n",  "\nNoNewPrivileges=yes\n",
+    "\nStateDirectory=",      "\nExecStart=/",
+};
+
+static const char *const units[] = {"smart-proxyd.service", "smart-proxy-dynflow-core.service"};
+
+START_TEST(systemd_units)
+{
+    char path[700], copy[700], cmd[2048], text[4096] = "\n", out[4096] = "";
+    FILE *f;
+    size_t n;
+
+    snprintf(path, sizeof(path), "%s/%s", getenv("SYSTEMD_UNITS"), units[_i]);
+    f = fopen(path, "r");
+    ck_assert_msg(f != NULL, "no unit %s", path);
+    n = fread(text + 1, 1, sizeof(text) - 2, f);
+    text[n + 1] = '\0';
+    fclose(f);
+    for (size_t i = 0; i < sizeof(unit_lines) / sizeof(unit_lines[0]); i++)
+        ck_assert_msg(strstr(text, unit_lines[i]) != NULL, "%s lacks %s", path, unit_lines[i]);
+    ck_assert_msg(strchr(text, '@') == NULL, "%s has an unsubstituted @name@", path);
+    ck_assert_ptr_nonnull(strstr(text, "/smart-proxyd --config /"));
+
+    if (system("command -v systemd-analyze >/dev/null") != 0) {
+        printf("systemd-analyze not found: %s not verified by it\n", units[_i]);
+        return;
+    }
+    /* the binary is not installed yet: the built one stands in for it */
+    snprintf(copy, sizeof(copy), "%s/%s", workdir, units[_i]);
+    snprintf(cmd, sizeof(cmd),
+             "sed 's|^ExecStart=[^ ]*|ExecStart=%s|' '%s' >'%s' && systemd-analyze verify '%s' "
+             "2>&1",
+             getenv("SMART_PROXYD"), path, copy, copy);
+    f = popen(cmd, "r");
+    n = fread(out, 1, sizeof(out) - 1, f);
+    out[n] = '\0';
+    ck_assert_msg(pclose(f) == 0 && n == 0, "systemd-analyze verify %s: %s", units[_i], out);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("core");
@@ -200,6 +274,8 @@ int main(void)
     tcase_add_test(tc, serial_of_the_server_certificate);
     tcase_add_test(tc, trusted_hosts_replace_the_serial);
     tcase_add_test(tc, http_on_loopback_only);
+    tcase_add_test(tc, example_settings_serve);
+    tcase_add_loop_test(tc, systemd_units, 0, sizeof(units) / sizeof(units[0]));
     suite_add_tcase(s, tc);
     failed = run_suite(s);
     curl_global_cleanup();
