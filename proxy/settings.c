@@ -49,6 +49,16 @@ static const struct key global_keys[] = {
     {NULL, K_STRING, NULL},
 };
 
+/* smart_proxy_dynflow_core's own settings.yml keys (reference/protocol.md §9.3): refused, with
+ * the key that says it here, rather than a core that listens elsewhere than asked. */
+static const struct {
+    const char *name, *instead;
+} core_keys[] = {
+    {"listen", ":bind_host:"},
+    {"port", ":https_port: (HTTPS) or :http_port: (HTTP)"},
+    {"use_https", ":https_port: with the :ssl_*: files, or :http_port:"},
+};
+
 static const struct key module_keys[] = {
     {"enabled", K_ENABLED, "false"},
     {"mount", K_STRING, NULL},
@@ -184,6 +194,16 @@ static int apply_keys(const char *path, json_t *obj, const struct key *keys, str
     return 0;
 }
 
+static int refuse_core_keys(const char *path, json_t *obj, struct sp_error *err)
+{
+    for (size_t i = 0; i < sizeof(core_keys) / sizeof(core_keys[0]); i++)
+        if (json_object_get(obj, core_keys[i].name) != NULL)
+            return sp_fail(err, -EINVAL,
+                           "%s: :%s: is smart_proxy_dynflow_core's key; smart-proxyd reads %s",
+                           path, core_keys[i].name, core_keys[i].instead);
+    return 0;
+}
+
 static bool is_settings_file(const struct dirent *d)
 {
     size_t n = strlen(d->d_name);
@@ -258,6 +278,8 @@ int sp_settings_load(const char *path, struct sp_settings *s, struct sp_error *e
     rc = sp_yaml_load(path, &s->global, err);
     bind_given = rc == 0 && json_object_get(s->global, "bind_host") != NULL &&
                  !json_is_null(json_object_get(s->global, "bind_host"));
+    if (rc == 0)
+        rc = refuse_core_keys(path, s->global, err);
     if (rc == 0)
         rc = apply_keys(path, s->global, global_keys, err);
     if (rc == 0 && sp_setting(s, "settings_directory") == NULL) {
