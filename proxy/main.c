@@ -336,17 +336,31 @@ static void stop(struct proxy *px)
     sp_log_close();
 }
 
+/* The mounts are made at start: a reload cannot turn a proxy into the core or back. */
+static int same_role(const struct sp_settings *running, const struct sp_settings *fresh,
+                     struct sp_error *err)
+{
+    if (fresh->core == running->core)
+        return 0;
+    return sp_fail(err, -EINVAL, "%s makes smart-proxyd %s, which takes a restart", fresh->path,
+                   fresh->core ? "the standalone core (a module at /)"
+                               : "a proxy (no module at /)");
+}
+
 /* SIGHUP: the settings again; trusted hosts, logging and the modules' own settings change at
  * once, listeners and the set of modules at the next start. */
 static void reload(struct proxy *px, const char *config)
 {
     struct sp_settings *fresh = calloc(1, sizeof(*fresh));
     struct sp_error err;
+    int rc = px->n_retired == MAX_RELOADS ? sp_fail(&err, -ENOSPC, "too many reloads, restart")
+                                          : sp_settings_load(config, fresh, &err);
 
-    if (px->n_retired == MAX_RELOADS || sp_settings_load(config, fresh, &err) < 0 ||
-        sp_log_open(fresh, &err) < 0) {
-        log_msg(SP_LOG_ERROR, "reload: %s; the running settings stay",
-                px->n_retired == MAX_RELOADS ? "too many reloads, restart" : err.text);
+    if (rc == 0 &&
+        ((rc = same_role(px->settings, fresh, &err)) < 0 || (rc = sp_log_open(fresh, &err)) < 0))
+        sp_settings_free(fresh);
+    if (rc < 0) {
+        log_msg(SP_LOG_ERROR, "reload: %s; the running settings stay", err.text);
         free(fresh);
         return;
     }

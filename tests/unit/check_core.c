@@ -43,13 +43,12 @@ static void teardown(void)
     scratch_remove(workdir);
 }
 
-/* settings.yml of a core on a free port: HTTPS with the test CA's server certificate, or HTTP;
- * then the lines in extra. */
+/* settings.yml of a core on port: HTTPS with the test CA's server certificate, or HTTP; then
+ * the lines in extra. */
 static void core_settings(bool https, const char *extra)
 {
     char settings[4096], tls[2048] = "";
 
-    port = free_port();
     if (https)
         snprintf(tls, sizeof(tls),
                  ":ssl_certificate: %s/server.pem\n:ssl_private_key: %s/server.key\n"
@@ -63,6 +62,7 @@ static void core_settings(bool https, const char *extra)
 
 static void core_start(bool https, const char *extra)
 {
+    port = free_port();
     core_settings(https, extra);
     pid = start(NULL, &out_fd);
     ck_assert_msg(file_has(log_path, "listening on"), "the core did not start: %s",
@@ -141,6 +141,32 @@ START_TEST(trusted_hosts_replace_the_serial)
                              "access /tasks/count. Check :trusted_hosts: in settings.yml\"}");
     assert_logged("refused GET /tasks/count from 127.0.0.1: client certificate CN "
                   "foreman.example.com is not in :trusted_hosts:");
+}
+END_TEST
+
+/* SIGHUP reads the accepted serial again; a reload that would end the core role is refused. */
+START_TEST(reload)
+{
+    char extra[700];
+    struct reply r;
+
+    snprintf(extra, sizeof(extra), ":foreman_ssl_cert: %s/client.pem\n", workdir);
+    core_start(true, extra);
+    ck_assert_int_eq(call_tls("/tasks/count", workdir, "stranger", 0).status, 403);
+
+    snprintf(extra, sizeof(extra), ":foreman_ssl_cert: %s/stranger.pem\n", workdir);
+    core_settings(true, extra);
+    kill(pid, SIGHUP);
+    assert_logged("settings reloaded from");
+    r = call_tls("/tasks/count", workdir, "stranger", 0);
+    ck_assert_msg(r.status == 200, "%ld %s", r.status, r.body);
+    ck_assert_int_eq(call_tls("/tasks/count", workdir, "client", 0).status, 403);
+
+    scratch_write(workdir, "settings.d/dynflow.yml", ":enabled: true\n:database:\n");
+    kill(pid, SIGHUP);
+    assert_logged("makes smart-proxyd a proxy (no module at /), which takes a restart; the "
+                  "running settings stay");
+    ck_assert_int_eq(call_tls("/tasks/count", workdir, "stranger", 0).status, 200);
 }
 END_TEST
 
@@ -273,6 +299,7 @@ int main(void)
     tcase_add_test(tc, serial_of_the_foreman_certificate);
     tcase_add_test(tc, serial_of_the_server_certificate);
     tcase_add_test(tc, trusted_hosts_replace_the_serial);
+    tcase_add_test(tc, reload);
     tcase_add_test(tc, http_on_loopback_only);
     tcase_add_test(tc, example_settings_serve);
     tcase_add_loop_test(tc, systemd_units, 0, sizeof(units) / sizeof(units[0]));
