@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "daemonutil.h"
+#include "foreman.h"
 #include "httputil.h"
 #include "suite.h"
 
@@ -82,30 +83,31 @@ START_TEST(serial_of_the_foreman_certificate)
 
     snprintf(extra, sizeof(extra), ":foreman_ssl_cert: %s/client.pem\n", workdir);
     core_start(true, extra);
-    r = call_tls("/tasks/count", workdir, "client", 0);
+    r = call_tls("GET", "/tasks/count", NULL, workdir, "client", 0);
     ck_assert_msg(r.status == 200, "%ld %s", r.status, r.body);
     ck_assert_str_eq(r.body, "{\"count\":0,\"state\":\"all\"}");
 
-    r = call_tls("/tasks/count", workdir, "stranger", 0);
+    r = call_tls("GET", "/tasks/count", NULL, workdir, "stranger", 0);
     ck_assert_int_eq(r.status, 403);
     ck_assert_str_eq(r.body, "{\"error\":\"SSL certificate with unexpected serial supplied\"}");
     assert_logged("refused GET /tasks/count from 127.0.0.1: client certificate CN "
                   "stranger.example.com has serial ");
 
-    r = call_tls("/tasks/count", workdir, NULL, 0);
+    r = call_tls("GET", "/tasks/count", NULL, workdir, NULL, 0);
     ck_assert_int_eq(r.status, 403);
     ck_assert_str_eq(r.body, "{\"error\":\"No client SSL certificate supplied\"}");
     assert_logged("refused GET /tasks/count from 127.0.0.1: no client certificate");
 
-    r = call_tls("/tasks/count", workdir, "rogue", 0); /* the same CN, another CA */
+    r = call_tls("GET", "/tasks/count", NULL, workdir, "rogue", 0); /* the same CN, another CA */
     ck_assert_int_eq(r.status, 403);
     ck_assert_str_eq(r.body, "{\"error\":\"No client SSL certificate supplied\"}");
     assert_logged("refused GET /tasks/count from 127.0.0.1: the client certificate does not "
                   "verify against :ssl_ca_file: (");
 
-    r = call_tls("/tasks/count", workdir, "client", CURL_SSLVERSION_MAX_TLSv1_1);
+    r = call_tls("GET", "/tasks/count", NULL, workdir, "client", CURL_SSLVERSION_MAX_TLSv1_1);
     ck_assert_int_eq(r.status, 0);
-    r = call_tls("/features", workdir, NULL, 0); /* what needs no authorization stays open */
+    r = call_tls("GET", "/features", NULL, workdir, NULL,
+                 0); /* what needs no authorization stays open */
     ck_assert_int_eq(r.status, 200);
 }
 END_TEST
@@ -116,9 +118,9 @@ START_TEST(serial_of_the_server_certificate)
     struct reply r;
 
     core_start(true, "");
-    r = call_tls("/tasks/count", workdir, "server", 0);
+    r = call_tls("GET", "/tasks/count", NULL, workdir, "server", 0);
     ck_assert_msg(r.status == 200, "%ld %s", r.status, r.body);
-    r = call_tls("/tasks/count", workdir, "client", 0);
+    r = call_tls("GET", "/tasks/count", NULL, workdir, "client", 0);
     ck_assert_int_eq(r.status, 403);
     ck_assert_str_eq(r.body, "{\"error\":\"SSL certificate with unexpected serial supplied\"}");
 }
@@ -133,14 +135,60 @@ START_TEST(trusted_hosts_replace_the_serial)
     snprintf(extra, sizeof(extra),
              ":foreman_ssl_cert: %s/client.pem\n:trusted_hosts: [Stranger.example.com]\n", workdir);
     core_start(true, extra);
-    r = call_tls("/tasks/count", workdir, "stranger", 0);
+    r = call_tls("GET", "/tasks/count", NULL, workdir, "stranger", 0);
     ck_assert_msg(r.status == 200, "%ld %s", r.status, r.body);
-    r = call_tls("/tasks/count", workdir, "client", 0);
+    r = call_tls("GET", "/tasks/count", NULL, workdir, "client", 0);
     ck_assert_int_eq(r.status, 403);
     ck_assert_str_eq(r.body, "{\"error\":\"Untrusted client foreman.example.com attempted to "
                              "access /tasks/count. Check :trusted_hosts: in settings.yml\"}");
     assert_logged("refused GET /tasks/count from 127.0.0.1: client certificate CN "
                   "foreman.example.com is not in :trusted_hosts:");
+}
+END_TEST
+
+/* The core runs a plugin's job and calls Foreman back itself, with its Foreman certificate. */
+START_TEST(job_calls_foreman_back)
+{
+    char extra[2048], dynflow[1024], cmd[1024], sub[600];
+    struct reply r;
+    json_t *cb;
+
+    foreman_start(workdir);
+    snprintf(sub, sizeof(sub), "%s/plugins", workdir);
+    mkdir(sub, 0700);
+    snprintf(cmd, sizeof(cmd), "cp %s/script.so %s/", getenv("SCRIPT_PLUGIN_DIR"), sub);
+    ck_assert_int_eq(system(cmd), 0);
+    snprintf(dynflow, sizeof(dynflow), ":enabled: true\n:mount: /\n:plugin_directory: %s\n", sub);
+    scratch_write(workdir, "settings.d/dynflow.yml", dynflow);
+    scratch_write(workdir, "settings.d/script.yml",
+                  ":enabled: true\n:tasks:\n  - :kind: hello\n    :shell: true\n"
+                  "    :command: 'echo \"hello $INPUT_WHO\"'\n");
+    snprintf(extra, sizeof(extra),
+             ":foreman_url: https://localhost:%u\n:foreman_ssl_cert: %s/client.pem\n"
+             ":foreman_ssl_key: %s/client.key\n:foreman_ssl_ca: %s/ca.pem\n",
+             foreman_port, workdir, workdir, workdir);
+    core_start(true, extra);
+    r = call_tls("POST", "/tasks/launch",
+                 "{\"operation\":\"script\",\"input\":{\"11111111-1111-4111-8111-111111111111\":"
+                 "{\"action_input\":{\"kind\":\"hello\",\"input\":{\"who\":\"core\"},"
+                 "\"callback\":{\"task_id\":\"fa\",\"step_id\":3}}}}}",
+                 workdir, "client", 0);
+    ck_assert_msg(r.status == 200, "%ld %s", r.status, r.body);
+    for (int i = 0; i < 2000 && atomic_load(&received) == 0; i++)
+        usleep(10000);
+    cb = callback_for("fa");
+    ck_assert_msg(cb != NULL, "no callback at Foreman");
+    ck_assert_str_eq(client_cns[0], "foreman.example.com");
+    ck_assert_str_eq(
+        json_string_value(json_object_get(
+            json_array_get(json_object_get(json_object_get(cb, "data"), "result"), 0), "output")),
+        "hello core\n");
+    json_decref(cb);
+    kill(pid, SIGTERM);
+    ck_assert_int_eq(finish(pid), 0);
+    close(out_fd);
+    pid = 0;
+    foreman_stop();
 }
 END_TEST
 
@@ -152,21 +200,21 @@ START_TEST(reload)
 
     snprintf(extra, sizeof(extra), ":foreman_ssl_cert: %s/client.pem\n", workdir);
     core_start(true, extra);
-    ck_assert_int_eq(call_tls("/tasks/count", workdir, "stranger", 0).status, 403);
+    ck_assert_int_eq(call_tls("GET", "/tasks/count", NULL, workdir, "stranger", 0).status, 403);
 
     snprintf(extra, sizeof(extra), ":foreman_ssl_cert: %s/stranger.pem\n", workdir);
     core_settings(true, extra);
     kill(pid, SIGHUP);
     assert_logged("settings reloaded from");
-    r = call_tls("/tasks/count", workdir, "stranger", 0);
+    r = call_tls("GET", "/tasks/count", NULL, workdir, "stranger", 0);
     ck_assert_msg(r.status == 200, "%ld %s", r.status, r.body);
-    ck_assert_int_eq(call_tls("/tasks/count", workdir, "client", 0).status, 403);
+    ck_assert_int_eq(call_tls("GET", "/tasks/count", NULL, workdir, "client", 0).status, 403);
 
     scratch_write(workdir, "settings.d/dynflow.yml", ":enabled: true\n:database:\n");
     kill(pid, SIGHUP);
     assert_logged("makes smart-proxyd a proxy (no module at /), which takes a restart; the "
                   "running settings stay");
-    ck_assert_int_eq(call_tls("/tasks/count", workdir, "stranger", 0).status, 200);
+    ck_assert_int_eq(call_tls("GET", "/tasks/count", NULL, workdir, "stranger", 0).status, 200);
 }
 END_TEST
 
@@ -235,9 +283,9 @@ START_TEST(example_settings_serve)
     pid = start(NULL, &out_fd);
     ck_assert_msg(file_has(log_path, "listening on https://127.0.0.1:"),
                   "the example core did not start: %s", read_until(out_fd, "listening on"));
-    r = call_tls("/tasks/count", workdir, "client", 0);
+    r = call_tls("GET", "/tasks/count", NULL, workdir, "client", 0);
     ck_assert_msg(r.status == 200, "%ld %s", r.status, r.body);
-    r = call_tls("/tasks/count", workdir, "stranger", 0);
+    r = call_tls("GET", "/tasks/count", NULL, workdir, "stranger", 0);
     ck_assert_int_eq(r.status, 403);
 }
 END_TEST
@@ -299,6 +347,7 @@ int main(void)
     tcase_add_test(tc, serial_of_the_foreman_certificate);
     tcase_add_test(tc, serial_of_the_server_certificate);
     tcase_add_test(tc, trusted_hosts_replace_the_serial);
+    tcase_add_test(tc, job_calls_foreman_back);
     tcase_add_test(tc, reload);
     tcase_add_test(tc, http_on_loopback_only);
     tcase_add_test(tc, example_settings_serve);

@@ -66,10 +66,11 @@ static inline struct reply call(const char *method, const char *path, const char
     return r;
 }
 
-/* GET over HTTPS, trusting certs/ca.pem, as client NAME (certs/NAME.pem and .key; NULL: no
- * certificate), offering at most TLS max_tls (0: any).  status 0: the handshake failed. */
-static inline struct reply call_tls(const char *path, const char *certs, const char *name,
-                                    long max_tls)
+/* A request over HTTPS (body: NULL for none), trusting certs/ca.pem, as client NAME
+ * (certs/NAME.pem and .key; NULL: no certificate), offering at most TLS max_tls (0: any).
+ * status 0: the handshake failed. */
+static inline struct reply call_tls(const char *method, const char *path, const char *body,
+                                    const char *certs, const char *name, long max_tls)
 {
     char url[256], cert[600], key[600], ca[600];
     struct reply r = {0};
@@ -78,6 +79,9 @@ static inline struct reply call_tls(const char *path, const char *certs, const c
     snprintf(url, sizeof(url), "https://127.0.0.1:%u%s", port, path);
     snprintf(ca, sizeof(ca), "%s/ca.pem", certs);
     curl_easy_setopt(c, CURLOPT_URL, url);
+    curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
+    if (body != NULL)
+        curl_easy_setopt(c, CURLOPT_POSTFIELDS, body);
     curl_easy_setopt(c, CURLOPT_CAINFO, ca);
     if (name != NULL) {
         snprintf(cert, sizeof(cert), "%s/%s.pem", certs, name);
