@@ -4,6 +4,9 @@
  * so a suite name removes its bulk cipher for every key exchange: a stricter
  * setting than asked for, never a weaker one.  GnuTLS cipher names
  * ("AES-128-CBC") are accepted as they are.
+ *
+ * Certificate serials are written here too, in the one format the listener (a client's) and
+ * the core's settings (its own) compare.
  */
 #include "proxy/tls.h"
 

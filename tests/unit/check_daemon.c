@@ -184,6 +184,9 @@ START_TEST(reload_and_log_rotation)
          i++)
         usleep(10000);
     ck_assert_int_eq(r.status, 403);
+    ck_assert_msg(file_has(log, "refused GET /dynflow/tasks/count from 127.0.0.1: client "),
+                  "the refusal was not logged");
+    ck_assert(file_has(log, " is not in :trusted_hosts:"));
     ck_assert_int_eq(call("GET", "/features", NULL, NULL).status, 200); /* open routes stay open */
 
     ck_assert_int_eq(rename(log, rotated), 0);
