@@ -14,6 +14,8 @@
 #include <sys/random.h>
 #include <time.h>
 
+#include "proxy/tls.h"
+
 #define MAX_LISTENERS 4
 
 struct listener;
@@ -204,43 +206,57 @@ static void new_request_id(char out[37])
     out[36] = '\0';
 }
 
-/* CN and serial of a client certificate that verifies against the listener's CA. */
-static void peer_certificate(struct MHD_Connection *c, char *cn, size_t cn_len, char *serial,
-                             size_t serial_len)
+/* What a TLS connection's client certificate says, read at its first request: verifying the
+ * certificate costs more than serving a request, and it cannot change on the connection
+ * (renegotiation ends it).  CN and serial of one that verifies against the CA; why not for one
+ * that does not (treated as none); all empty when there is none. */
+struct peer {
+    bool read;
+    char cn[256], serial[64], rejected[256];
+};
+
+static void peer_rejected(struct peer *p, unsigned status)
+{
+    gnutls_datum_t text = {NULL, 0};
+    size_t n;
+
+    if (gnutls_certificate_verification_status_print(status, GNUTLS_CRT_X509, &text, 0) == 0)
+        snprintf(p->rejected, sizeof(p->rejected), "%s", (const char *)text.data);
+    else
+        snprintf(p->rejected, sizeof(p->rejected), "verification status 0x%x", status);
+    gnutls_free(text.data);
+    for (n = strlen(p->rejected); n > 0 && p->rejected[n - 1] == ' '; n--)
+        p->rejected[n - 1] = '\0'; /* GnuTLS ends each sentence with a space */
+}
+
+static void peer_certificate(struct MHD_Connection *c, struct peer *p)
 {
     const union MHD_ConnectionInfo *ci =
         MHD_get_connection_info(c, MHD_CONNECTION_INFO_GNUTLS_SESSION);
     gnutls_session_t session = ci != NULL ? ci->tls_session : NULL;
     const gnutls_datum_t *peers;
     gnutls_x509_crt_t crt;
-    unsigned status = 1, n = 0;
-    unsigned char raw[64];
-    size_t size = cn_len, raw_len = sizeof(raw);
+    unsigned status = 0, n = 0;
+    size_t size = sizeof(p->cn);
 
-    cn[0] = serial[0] = '\0';
-    if (session == NULL || gnutls_certificate_verify_peers2(session, &status) < 0 || status != 0)
-        return; /* none, or one the CA did not sign: treated as none */
-    peers = gnutls_certificate_get_peers(session, &n);
-    if (n == 0 || gnutls_x509_crt_init(&crt) < 0)
+    p->cn[0] = p->serial[0] = p->rejected[0] = '\0';
+    peers = session != NULL ? gnutls_certificate_get_peers(session, &n) : NULL;
+    if (peers == NULL || n == 0)
         return;
-    if (gnutls_x509_crt_import(crt, &peers[0], GNUTLS_X509_FMT_DER) == 0 &&
-        gnutls_x509_crt_get_dn_by_oid(crt, GNUTLS_OID_X520_COMMON_NAME, 0, 0, cn, &size) == 0 &&
-        gnutls_x509_crt_get_serial(crt, raw, &raw_len) == 0) {
-        for (size_t i = 0; i < raw_len && 2 * i + 2 < serial_len; i++)
-            snprintf(serial + 2 * i, 3, "%02x", raw[i]);
-    } else {
-        cn[0] = '\0';
+    if (gnutls_certificate_verify_peers2(session, &status) < 0 || status != 0) {
+        peer_rejected(p, status != 0 ? status : GNUTLS_CERT_INVALID);
+        return;
+    }
+    if (gnutls_x509_crt_init(&crt) < 0)
+        return;
+    if (gnutls_x509_crt_import(crt, &peers[0], GNUTLS_X509_FMT_DER) != 0 ||
+        gnutls_x509_crt_get_dn_by_oid(crt, GNUTLS_OID_X520_COMMON_NAME, 0, 0, p->cn, &size) != 0 ||
+        sp_tls_serial(crt, p->serial, sizeof(p->serial)) != 0) {
+        p->cn[0] = p->serial[0] = '\0';
+        snprintf(p->rejected, sizeof(p->rejected), "it has no readable CN or serial");
     }
     gnutls_x509_crt_deinit(crt);
 }
-
-/* What a TLS connection's client certificate says, read at its first request: verifying the
- * certificate costs more than serving a request, and it cannot change on the connection
- * (renegotiation ends it). */
-struct peer {
-    bool read;
-    char cn[256], serial[64];
-};
 
 static void on_connection(void *cls, struct MHD_Connection *c, void **socket_context,
                           enum MHD_ConnectionNotificationCode toe)
@@ -264,7 +280,7 @@ static const struct peer *connection_peer(struct MHD_Connection *c, struct peer 
     struct peer *p = ci != NULL && ci->socket_context != NULL ? ci->socket_context : fallback;
 
     if (!p->read) {
-        peer_certificate(c, p->cn, sizeof(p->cn), p->serial, sizeof(p->serial));
+        peer_certificate(c, p);
         p->read = true;
     }
     return p;
@@ -284,8 +300,8 @@ static void remote_address(struct MHD_Connection *c, char *out, size_t len)
 }
 
 /* Routes, authorizes and runs the handler; fills res. */
-static void dispatch(struct listener *l, struct sp_request *req, struct request *r,
-                     struct sp_response *res)
+static void dispatch(struct listener *l, struct sp_request *req, const char *cert_rejected,
+                     struct request *r, struct sp_response *res)
 {
     struct mount_table *t = table_ref(l->srv);
     struct sp_match m;
@@ -300,8 +316,8 @@ static void dispatch(struct listener *l, struct sp_request *req, struct request 
     } else if (r->too_big) {
         sp_response_error(res, 413, "the request body is larger than %zu bytes", l->srv->max_body);
     } else if (l->srv->hooks.authorize != NULL &&
-               (status = l->srv->hooks.authorize(l->srv->hooks.ud, req, m.route->auth, why,
-                                                 sizeof(why))) != 0) {
+               (status = l->srv->hooks.authorize(l->srv->hooks.ud, req, cert_rejected,
+                                                 m.route->auth, why, sizeof(why))) != 0) {
         sp_response_error(res, status, "%s", why);
     } else {
         const char *full = req->path, *below = full + strlen(m.mount->prefix);
@@ -365,6 +381,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
     struct request *r = *req_cls;
     struct sp_response res = {0};
     struct peer own = {.read = false};
+    const struct peer *p = NULL;
     char id[37], addr[64];
     struct timespec end;
     enum MHD_Result ok;
@@ -401,11 +418,11 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
     remote_address(c, addr, sizeof(addr));
     req.remote_addr = addr;
     if (l->kind == 2) {
-        const struct peer *p = connection_peer(c, &own);
+        p = connection_peer(c, &own);
         req.peer_cert_cn = p->cn[0] ? p->cn : NULL;
         req.peer_cert_serial = p->serial[0] ? p->serial : NULL;
     }
-    dispatch(l, &req, r, &res);
+    dispatch(l, &req, p != NULL && p->rejected[0] ? p->rejected : NULL, r, &res);
     ok = respond(c, &req, &res);
     clock_gettime(CLOCK_MONOTONIC, &end);
     if (l->srv->hooks.access != NULL)

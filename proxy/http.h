@@ -16,9 +16,10 @@ struct sp_server;
 
 struct sp_server_hooks {
     void *ud;
-    /* 0 to allow; else the HTTP status (403) with why filled. NULL: allow all. */
-    unsigned (*authorize)(void *ud, const struct sp_request *req, unsigned auth, char *why,
-                          size_t len);
+    /* 0 to allow; else the HTTP status (403) with why filled. NULL: allow all.  cert_rejected:
+     * why the client's certificate does not verify against the CA (req has no CN then), or NULL. */
+    unsigned (*authorize)(void *ud, const struct sp_request *req, const char *cert_rejected,
+                          unsigned auth, char *why, size_t len);
     /* After each request. */
     void (*access)(void *ud, const struct sp_request *req, unsigned status, double ms);
 };

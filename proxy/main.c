@@ -2,6 +2,7 @@
  * smart-proxyd: reads Foreman's settings.yml and settings.d/, loads the
  * enabled modules, mounts their routes and serves them until SIGTERM.
  */
+#include <arpa/inet.h>
 #include <dlfcn.h>
 #include <errno.h>
 #include <getopt.h>
@@ -17,6 +18,7 @@
 #include "proxy/auth.h"
 #include "proxy/http.h"
 #include "proxy/log.h"
+#include "proxy/notify.h"
 #include "proxy/root.h"
 #include "proxy/settings.h"
 #include "proxy/tls.h"
@@ -249,6 +251,32 @@ static void mount_all(struct proxy *px)
     free(mounts);
 }
 
+static bool loopback(const char *host)
+{
+    struct in_addr a;
+
+    return inet_pton(AF_INET, host, &a) == 1 && (ntohl(a.s_addr) >> 24) == 127;
+}
+
+/* The core checks no client over HTTP: said when :bind_host: opens that beyond loopback. */
+static void warn_open_http(const struct sp_settings *s)
+{
+    json_t *host;
+    size_t i;
+
+    if (!s->core || sp_setting(s, "http_port") == NULL)
+        return;
+    json_array_foreach(sp_setting(s, "bind_host"), i, host)
+    {
+        if (!loopback(json_string_value(host)))
+            log_msg(SP_LOG_WARNING,
+                    "%s: :bind_host: %s opens the core's HTTP port %lld beyond loopback, and the "
+                    "core checks no client over HTTP: anyone who reaches it can run jobs",
+                    s->path, json_string_value(host),
+                    (long long)json_integer_value(sp_setting(s, "http_port")));
+    }
+}
+
 static int listen_on(struct proxy *px, unsigned port, const struct sp_tls *tls)
 {
     struct sp_error err;
@@ -283,6 +311,7 @@ static int listen_all(struct proxy *px)
     }
     if (available_listeners(px) == 0)
         log_msg(SP_LOG_WARNING, "neither :http_port: nor the SSL settings are set: not listening");
+    warn_open_http(s);
     if (sp_setting(s, "http_port") != NULL &&
         listen_on(px, (unsigned)json_integer_value(sp_setting(s, "http_port")), NULL) < 0)
         return -1;
@@ -315,17 +344,32 @@ static void stop(struct proxy *px)
     sp_log_close();
 }
 
+/* A reload cannot turn a proxy into the core or back: the listeners' addresses (the core's
+ * loopback default) and the way clients are accepted would not match. */
+static int same_role(const struct sp_settings *running, const struct sp_settings *fresh,
+                     struct sp_error *err)
+{
+    if (fresh->core == running->core)
+        return 0;
+    return sp_fail(err, -EINVAL, "%s makes smart-proxyd %s, which takes a restart", fresh->path,
+                   fresh->core ? "the standalone core (a module at /)"
+                               : "a proxy (no module at /)");
+}
+
 /* SIGHUP: the settings again; trusted hosts, logging, the modules' own settings and their
  * routes change at once, listeners and the set of modules at the next start. */
 static void reload(struct proxy *px, const char *config)
 {
     struct sp_settings *fresh = calloc(1, sizeof(*fresh));
     struct sp_error err;
+    int rc = px->n_retired == MAX_RELOADS ? sp_fail(&err, -ENOSPC, "too many reloads, restart")
+                                          : sp_settings_load(config, fresh, &err);
 
-    if (px->n_retired == MAX_RELOADS || sp_settings_load(config, fresh, &err) < 0 ||
-        sp_log_open(fresh, &err) < 0) {
-        log_msg(SP_LOG_ERROR, "reload: %s; the running settings stay",
-                px->n_retired == MAX_RELOADS ? "too many reloads, restart" : err.text);
+    if (rc == 0 &&
+        ((rc = same_role(px->settings, fresh, &err)) < 0 || (rc = sp_log_open(fresh, &err)) < 0))
+        sp_settings_free(fresh);
+    if (rc < 0) {
+        log_msg(SP_LOG_ERROR, "reload: %s; the running settings stay", err.text);
         free(fresh);
         return;
     }
@@ -343,12 +387,21 @@ static void reload(struct proxy *px, const char *config)
     log_msg(SP_LOG_INFO, "settings reloaded from %s", config);
 }
 
-static unsigned authorize(void *ud, const struct sp_request *req, unsigned auth, char *why,
-                          size_t len)
+static unsigned authorize(void *ud, const struct sp_request *req, const char *cert_rejected,
+                          unsigned auth, char *why, size_t len)
 {
     struct proxy *px = ud;
 
-    return sp_authorize(px->settings, req, auth, why, len);
+    return sp_authorize(px->settings, req, cert_rejected, auth, why, len);
+}
+
+/* CLOCK_MONOTONIC in microseconds, as systemd wants it with RELOADING=1. */
+static long long monotonic_usec(void)
+{
+    struct timespec now;
+
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return (long long)now.tv_sec * 1000000 + now.tv_nsec / 1000;
 }
 
 static void usage(FILE *out)
@@ -393,9 +446,15 @@ int main(int argc, char **argv)
     }
     px.settings = settings;
     if (check_only) {
+        warn_open_http(px.settings);
         printf("%s: settings OK\n", config);
         stop(&px);
         return 0;
+    }
+    if (sp_notify_open(&err) < 0) {
+        log_msg(SP_LOG_ERROR, "%s", err.text);
+        stop(&px);
+        return 1;
     }
     /* signals go to the main thread only: block them before any thread starts */
     sigemptyset(&signals);
@@ -418,12 +477,17 @@ int main(int argc, char **argv)
         stop(&px);
         return 1;
     }
+    sp_notify("READY=1\nMAINPID=%ld", (long)getpid()); /* every listener listens */
     while (sigwait(&signals, &sig) == 0 && (sig == SIGHUP || sig == SIGUSR1)) {
-        if (sig == SIGUSR1)
+        if (sig == SIGUSR1) {
             sp_log_reopen();
-        else
-            reload(&px, config);
+            continue;
+        }
+        sp_notify("RELOADING=1\nMONOTONIC_USEC=%lld", monotonic_usec());
+        reload(&px, config);
+        sp_notify("READY=1");
     }
+    sp_notify("STOPPING=1");
     log_msg(SP_LOG_INFO, "stopping on signal %d", sig);
     stop(&px);
     return 0;

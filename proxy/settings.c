@@ -9,6 +9,8 @@
 #include <string.h>
 #include <strings.h>
 
+#include "proxy/tls.h"
+
 enum kind {
     K_STRING,
     K_PORT,
@@ -47,8 +49,19 @@ static const struct key global_keys[] = {
     {NULL, K_STRING, NULL},
 };
 
+/* smart_proxy_dynflow_core's own settings.yml keys (reference/protocol.md §9.3): refused, with
+ * the key that says it here, rather than a core that listens elsewhere than asked. */
+static const struct {
+    const char *name, *instead;
+} core_keys[] = {
+    {"listen", ":bind_host:"},
+    {"port", ":https_port: (HTTPS) or :http_port: (HTTP)"},
+    {"use_https", ":https_port: with the :ssl_*: files, or :http_port:"},
+};
+
 static const struct key module_keys[] = {
     {"enabled", K_ENABLED, "false"},
+    {"mount", K_STRING, NULL},
     {NULL, K_STRING, NULL},
 };
 
@@ -181,6 +194,16 @@ static int apply_keys(const char *path, json_t *obj, const struct key *keys, str
     return 0;
 }
 
+static int refuse_core_keys(const char *path, json_t *obj, struct sp_error *err)
+{
+    for (size_t i = 0; i < sizeof(core_keys) / sizeof(core_keys[0]); i++)
+        if (json_object_get(obj, core_keys[i].name) != NULL)
+            return sp_fail(err, -EINVAL,
+                           "%s: :%s: is smart_proxy_dynflow_core's key; smart-proxyd reads %s",
+                           path, core_keys[i].name, core_keys[i].instead);
+    return 0;
+}
+
 static bool is_settings_file(const struct dirent *d)
 {
     size_t n = strlen(d->d_name);
@@ -215,15 +238,48 @@ static int load_modules(struct sp_settings *s, const char *dir, struct sp_error 
     return rc;
 }
 
+/* The standalone core: a module at "/", loopback unless told otherwise (upstream's :listen:
+ * default), clients accepted by the serial of its own certificate (reference/protocol.md §3.2). */
+static int core_settings(struct sp_settings *s, bool bind_given, struct sp_error *err)
+{
+    const char *name, *cert;
+    json_t *m;
+
+    json_object_foreach(s->modules, name, m)
+    {
+        const char *mount = json_string_value(json_object_get(m, "mount"));
+        s->core = s->core ||
+                  (sp_module_enabled(s, name) != SP_DISABLED && mount && strcmp(mount, "/") == 0);
+    }
+    if (!s->core)
+        return 0;
+    if (!bind_given)
+        json_object_set_new(s->global, "bind_host", json_pack("[s]", "127.0.0.1"));
+    cert = sp_setting_str(s, "foreman_ssl_cert") ? sp_setting_str(s, "foreman_ssl_cert")
+                                                 : sp_setting_str(s, "ssl_certificate");
+    if (cert != NULL && sp_tls_file_serial(cert, s->core_serial, sizeof(s->core_serial), err) < 0) {
+        char why[SP_ERROR_TEXT];
+        snprintf(why, sizeof(why), "%s", err->text);
+        return sp_fail(err, -EINVAL, "%s: the core accepts clients by the serial of %s: %s",
+                       s->path, cert, why);
+    }
+    return 0;
+}
+
 int sp_settings_load(const char *path, struct sp_settings *s, struct sp_error *err)
 {
     char *copy, dir[4096];
+    bool bind_given;
     int rc;
 
     memset(s, 0, sizeof(*s));
     s->path = strdup(path);
     s->modules = json_object();
     rc = sp_yaml_load(path, &s->global, err);
+    bind_given = rc == 0 && json_object_get(s->global, "bind_host") != NULL &&
+                 !json_is_null(json_object_get(s->global, "bind_host"));
+    if (rc == 0)
+        rc = refuse_core_keys(path, s->global, err);
     if (rc == 0)
         rc = apply_keys(path, s->global, global_keys, err);
     if (rc == 0 && sp_setting(s, "settings_directory") == NULL) {
@@ -234,6 +290,8 @@ int sp_settings_load(const char *path, struct sp_settings *s, struct sp_error *e
     }
     if (rc == 0)
         rc = load_modules(s, sp_setting_str(s, "settings_directory"), err);
+    if (rc == 0)
+        rc = core_settings(s, bind_given, err);
     if (rc < 0)
         sp_settings_free(s);
     return rc;

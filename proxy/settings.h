@@ -23,10 +23,16 @@ struct sp_settings {
     char *path;      /* settings.yml */
     json_t *global;  /* every key of settings.yml, defaults applied */
     json_t *modules; /* module name → its settings.d file */
+    /* An enabled module mounted at "/" (":mount: /") makes this the standalone core: it binds
+     * 127.0.0.1 unless :bind_host: says otherwise, and over HTTPS it accepts the clients whose
+     * CN is in :trusted_hosts: or, without them, whose certificate has core_serial. */
+    bool core;
+    char core_serial[64]; /* of :foreman_ssl_cert:, else :ssl_certificate:; "" without either */
 };
 
 /* Reads settings.yml and every settings.d/NAME.yml; a wrong type or an
- * unreadable file is an error naming the file, the key and what was expected. */
+ * unreadable file is an error naming the file, the key and what was expected.  For the core,
+ * also the serial of its certificate. */
 int sp_settings_load(const char *path, struct sp_settings *s, struct sp_error *err);
 void sp_settings_free(struct sp_settings *s);
 

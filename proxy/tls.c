@@ -4,10 +4,14 @@
  * so a suite name removes its bulk cipher for every key exchange: a stricter
  * setting than asked for, never a weaker one.  GnuTLS cipher names
  * ("AES-128-CBC") are accepted as they are.
+ *
+ * Certificate serials are written here too, in the one format the listener (a client's) and
+ * the core's settings (its own) compare.
  */
 #include "proxy/tls.h"
 
 #include <errno.h>
+#include <gnutls/gnutls.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -96,4 +100,38 @@ int sp_tls_priorities(const struct sp_settings *s, char *out, size_t len, char *
 too_long:
     snprintf(why, why_len, ":tls_disabled_versions: and :ssl_disabled_ciphers: are too long");
     return -EINVAL;
+}
+
+int sp_tls_serial(gnutls_x509_crt_t crt, char *out, size_t len)
+{
+    unsigned char raw[64];
+    size_t raw_len = sizeof(raw);
+    int rc = gnutls_x509_crt_get_serial(crt, raw, &raw_len);
+
+    out[0] = '\0';
+    for (size_t i = 0; rc == 0 && i < raw_len && 2 * i + 2 < len; i++)
+        snprintf(out + 2 * i, 3, "%02x", raw[i]);
+    return rc;
+}
+
+int sp_tls_file_serial(const char *path, char *out, size_t len, struct sp_error *err)
+{
+    gnutls_datum_t pem = {NULL, 0};
+    gnutls_x509_crt_t crt;
+    int rc = gnutls_load_file(path, &pem);
+
+    if (rc < 0)
+        return sp_fail(err, -EINVAL, "cannot read the certificate %s: %s", path,
+                       gnutls_strerror(rc));
+    rc = gnutls_x509_crt_init(&crt);
+    if (rc == 0) {
+        rc = gnutls_x509_crt_import(crt, &pem, GNUTLS_X509_FMT_PEM);
+        if (rc == 0)
+            rc = sp_tls_serial(crt, out, len);
+        gnutls_x509_crt_deinit(crt);
+    }
+    gnutls_free(pem.data);
+    return rc < 0
+               ? sp_fail(err, -EINVAL, "%s is not a PEM certificate: %s", path, gnutls_strerror(rc))
+               : 0;
 }

@@ -1,12 +1,16 @@
-/* smart-proxyd as a process: --check-config, start-up, root routes, module errors, SIGTERM. */
+/* smart-proxyd as a process: --check-config, start-up, root routes, module errors, SIGTERM,
+ * systemd notifications. */
 #include <check.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -180,6 +184,9 @@ START_TEST(reload_and_log_rotation)
          i++)
         usleep(10000);
     ck_assert_int_eq(r.status, 403);
+    ck_assert_msg(file_has(log, "refused GET /dynflow/tasks/count from 127.0.0.1: client "),
+                  "the refusal was not logged");
+    ck_assert(file_has(log, " is not in :trusted_hosts:"));
     ck_assert_int_eq(call("GET", "/features", NULL, NULL).status, 200); /* open routes stay open */
 
     ck_assert_int_eq(rename(log, rotated), 0);
@@ -193,6 +200,89 @@ START_TEST(reload_and_log_rotation)
     fclose(f);
     kill(pid, SIGTERM);
     ck_assert_int_eq(finish(pid), 0);
+    close(fd);
+}
+END_TEST
+
+/* The next datagram on sock (within 10 s), or "" */
+static char *notification(int sock)
+{
+    static char msg[512];
+    struct pollfd p = {.fd = sock, .events = POLLIN};
+    ssize_t n = poll(&p, 1, 10000) == 1 ? recv(sock, msg, sizeof(msg) - 1, 0) : -1;
+
+    msg[n > 0 ? n : 0] = '\0';
+    return msg;
+}
+
+/* Can a TCP connection to 127.0.0.1:port be made now? */
+static bool accepts(unsigned p)
+{
+    struct sockaddr_in sa = {.sin_family = AF_INET,
+                             .sin_port = htons((uint16_t)p),
+                             .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    bool ok = connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0;
+
+    close(fd);
+    return ok;
+}
+
+/* Type=notify: READY=1 (with MAINPID) once the port accepts, RELOADING=1 and READY=1 around a
+ * SIGHUP, STOPPING=1 at SIGTERM; over an abstract AF_UNIX socket, the way systemd listens. */
+START_TEST(notifies_systemd)
+{
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    char settings[256], name[64], ready[64];
+    int sock = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0), fd;
+    pid_t pid;
+
+    snprintf(name, sizeof(name), "@smart-proxyd-check-%d", getpid());
+    memcpy(sa.sun_path + 1, name + 1, strlen(name) - 1);
+    ck_assert_int_eq(bind(sock, (struct sockaddr *)&sa,
+                          (socklen_t)(offsetof(struct sockaddr_un, sun_path) + strlen(name))),
+                     0);
+    setenv("NOTIFY_SOCKET", name, 1);
+    port = free_port();
+    snprintf(settings, sizeof(settings),
+             ":http_port: %u\n:bind_host: 127.0.0.1\n:module_directory: %s\n", port,
+             getenv("DYNFLOW_MODULE_DIR"));
+    scratch_write(workdir, "settings.yml", settings);
+    scratch_write(workdir, "settings.d/dynflow.yml", ":enabled: true\n");
+    pid = start(NULL, &fd);
+    snprintf(ready, sizeof(ready), "READY=1\nMAINPID=%d", (int)pid);
+    ck_assert_str_eq(notification(sock), ready); /* the first message, and then it accepts */
+    ck_assert(accepts(port));
+    ck_assert_int_eq(call("GET", "/dynflow/tasks/count", NULL, NULL).status, 200);
+
+    kill(pid, SIGHUP);
+    ck_assert_str_eq(strtok(notification(sock), "\n"), "RELOADING=1");
+    ck_assert_str_eq(strtok(NULL, "="), "MONOTONIC_USEC");
+    ck_assert_str_eq(notification(sock), "READY=1");
+    kill(pid, SIGTERM);
+    ck_assert_str_eq(notification(sock), "STOPPING=1");
+    ck_assert_int_eq(finish(pid), 0);
+    close(fd);
+    close(sock);
+}
+END_TEST
+
+/* An unusable NOTIFY_SOCKET stops the start with a message naming it. */
+START_TEST(bad_notify_socket_is_refused)
+{
+    char settings[256];
+    const char *out;
+    int fd;
+    pid_t pid;
+
+    setenv("NOTIFY_SOCKET", "relative/socket", 1);
+    snprintf(settings, sizeof(settings), ":http_port: %u\n:bind_host: 127.0.0.1\n", free_port());
+    scratch_write(workdir, "settings.yml", settings);
+    pid = start(NULL, &fd);
+    out = read_until(fd, "NOTIFY_SOCKET");
+    ck_assert_msg(strstr(out, "NOTIFY_SOCKET 'relative/socket' is not an AF_UNIX socket") != NULL,
+                  "%s", out);
+    ck_assert_int_eq(finish(pid), 1);
     close(fd);
 }
 END_TEST
@@ -211,6 +301,8 @@ int main(void)
     tcase_add_test(tc, serves_and_stops);
     tcase_add_test(tc, settings_without_a_module_are_ignored);
     tcase_add_test(tc, reload_and_log_rotation);
+    tcase_add_test(tc, notifies_systemd);
+    tcase_add_test(tc, bad_notify_socket_is_refused);
     tcase_add_loop_test(tc, bad_dynflow_settings_are_refused, 0,
                         sizeof(bad_dynflow) / sizeof(bad_dynflow[0]));
     suite_add_tcase(s, tc);

@@ -44,10 +44,11 @@ static const struct sp_route root_routes[] = {
     {NULL, NULL, NULL, 0},
 };
 
-static unsigned deny_secured(void *ud, const struct sp_request *req, unsigned auth, char *why,
-                             size_t len)
+static unsigned deny_secured(void *ud, const struct sp_request *req, const char *cert_rejected,
+                             unsigned auth, char *why, size_t len)
 {
     (void)ud;
+    (void)cert_rejected;
     if (auth == SP_AUTH_NONE || (req->header(req, "X-Allow") != NULL))
         return 0;
     snprintf(why, len, "Untrusted client %s attempted to access %s", req->remote_addr, req->path);

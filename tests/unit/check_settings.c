@@ -204,6 +204,49 @@ START_TEST(yaml_scalars)
 }
 END_TEST
 
+/* A module at "/" makes the core: loopback unless :bind_host: is given, and the serial of its
+ * certificate, which must be readable; upstream core keys are refused with their names here. */
+START_TEST(core)
+{
+    struct sp_settings s;
+    struct sp_error err;
+    char text[1024];
+
+    scratch_write(dir, "settings.d/dynflow.yml", ":enabled: true\n:mount: /\n");
+    ck_assert_int_eq(load("---\n", &s, &err), 0);
+    ck_assert(s.core);
+    ck_assert_str_eq(dump(sp_setting(&s, "bind_host")), "[\"127.0.0.1\"]");
+    ck_assert_str_eq(s.core_serial, "");
+    sp_settings_free(&s);
+    ck_assert_int_eq(load(":bind_host: '*'\n", &s, &err), 0);
+    ck_assert_str_eq(dump(sp_setting(&s, "bind_host")), "[\"*\"]");
+    sp_settings_free(&s);
+
+    scratch_certs(dir);
+    snprintf(text, sizeof(text), ":ssl_certificate: %s/server.pem\n", dir);
+    ck_assert_int_eq(load(text, &s, &err), 0);
+    ck_assert_uint_ge(strlen(s.core_serial), 2);
+    sp_settings_free(&s);
+    snprintf(text, sizeof(text), ":foreman_ssl_cert: %s/missing.pem\n", dir);
+    ck_assert_int_eq(load(text, &s, &err), -EINVAL);
+    ck_assert_msg(strstr(err.text, "settings.yml: the core accepts clients by the serial of ") &&
+                      strstr(err.text, "missing.pem: cannot read the certificate"),
+                  "%s", err.text);
+
+    ck_assert_int_eq(load(":port: 8008\n", &s, &err), -EINVAL);
+    ck_assert_msg(strstr(err.text, "settings.yml: :port: is smart_proxy_dynflow_core's key; "
+                                   "smart-proxyd reads :https_port: (HTTPS) or :http_port: "
+                                   "(HTTP)") != NULL,
+                  "%s", err.text);
+
+    scratch_write(dir, "settings.d/dynflow.yml", ":enabled: false\n:mount: /\n");
+    ck_assert_int_eq(load("---\n", &s, &err), 0);
+    ck_assert(!s.core);
+    ck_assert_str_eq(dump(sp_setting(&s, "bind_host")), "[\"*\"]");
+    sp_settings_free(&s);
+}
+END_TEST
+
 int main(void)
 {
     Suite *suite = suite_create("settings");
@@ -216,6 +259,7 @@ int main(void)
     tcase_add_test(tc, wrong_types);
     tcase_add_test(tc, modules);
     tcase_add_test(tc, yaml_scalars);
+    tcase_add_test(tc, core);
     suite_add_tcase(suite, tc);
     failed = run_suite(suite);
     return failed;

@@ -54,7 +54,8 @@ static inline void foreman_start(const char *dir)
     struct sp_error err;
 
     snprintf(yml, sizeof(yml), "%s/foreman.yml", dir);
-    scratch_write(dir, "foreman.yml", "---\n");
+    /* not dir/settings.d: the proxy's own there would make Foreman a proxy or a core */
+    scratch_write(dir, "foreman.yml", ":settings_directory: /nonexistent\n");
     ck_assert_int_eq(sp_settings_load(yml, &foreman_settings, &err), 0);
     snprintf(cert, sizeof(cert), "%s/server.pem", dir);
     snprintf(key, sizeof(key), "%s/server.key", dir);

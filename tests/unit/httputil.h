@@ -70,6 +70,39 @@ static inline struct reply call(const char *method, const char *path, const char
     return r;
 }
 
+/* A request over HTTPS (body: NULL for none), trusting certs/ca.pem, as client NAME
+ * (certs/NAME.pem and .key; NULL: no certificate), offering at most TLS max_tls (0: any).
+ * status 0: the handshake failed. */
+static inline struct reply call_tls(const char *method, const char *path, const char *body,
+                                    const char *certs, const char *name, long max_tls)
+{
+    char url[256], cert[600], key[600], ca[600];
+    struct reply r = {0};
+    CURL *c = curl_easy_init();
+
+    snprintf(url, sizeof(url), "https://127.0.0.1:%u%s", port, path);
+    snprintf(ca, sizeof(ca), "%s/ca.pem", certs);
+    curl_easy_setopt(c, CURLOPT_URL, url);
+    curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
+    if (body != NULL)
+        curl_easy_setopt(c, CURLOPT_POSTFIELDS, body);
+    curl_easy_setopt(c, CURLOPT_CAINFO, ca);
+    if (name != NULL) {
+        snprintf(cert, sizeof(cert), "%s/%s.pem", certs, name);
+        snprintf(key, sizeof(key), "%s/%s.key", certs, name);
+        curl_easy_setopt(c, CURLOPT_SSLCERT, cert);
+        curl_easy_setopt(c, CURLOPT_SSLKEY, key);
+    }
+    if (max_tls != 0)
+        curl_easy_setopt(c, CURLOPT_SSLVERSION, CURL_SSLVERSION_TLSv1_0 | max_tls);
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body);
+    curl_easy_setopt(c, CURLOPT_WRITEDATA, &r);
+    if (curl_easy_perform(c) == CURLE_OK)
+        curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &r.status);
+    curl_easy_cleanup(c);
+    return r;
+}
+
 static inline const char *field(const struct reply *r, const char *key)
 {
     static char out[1024];
