@@ -116,11 +116,12 @@ struct proxy {
 
 static bool https_configured(const struct sp_settings *s)
 {
-    return sp_setting(s, "ssl_certificate") && sp_setting(s, "ssl_private_key") &&
-           sp_setting(s, "ssl_ca_file");
+    return sp_setting(s, "https_port") && sp_setting(s, "ssl_certificate") &&
+           sp_setting(s, "ssl_private_key") && sp_setting(s, "ssl_ca_file");
 }
 
-/* HTTP when :http_port: is set; HTTPS when the certificate, its key and the CA are (§1.3). */
+/* HTTP when :http_port: is set; HTTPS when the certificate, its key and the CA are (§1.3), and
+ * not said off (upstream core's :use_https: false, which leaves no :https_port:). */
 static unsigned available_listeners(const struct proxy *px)
 {
     return (sp_setting(px->settings, "http_port") != NULL ? SP_HTTP : 0) |

@@ -49,16 +49,6 @@ static const struct key global_keys[] = {
     {NULL, K_STRING, NULL},
 };
 
-/* smart_proxy_dynflow_core's own settings.yml keys (reference/protocol.md §9.3): refused, with
- * the key that says it here, rather than a core that listens elsewhere than asked. */
-static const struct {
-    const char *name, *instead;
-} core_keys[] = {
-    {"listen", ":bind_host:"},
-    {"port", ":https_port: (HTTPS) or :http_port: (HTTP)"},
-    {"use_https", ":https_port: with the :ssl_*: files, or :http_port:"},
-};
-
 static const struct key module_keys[] = {
     {"enabled", K_ENABLED, "false"},
     {"mount", K_STRING, NULL},
@@ -170,6 +160,17 @@ static json_t *normalize(enum kind kind, json_t *v)
     return NULL;
 }
 
+static int wrong_type(const char *path, const char *name, enum kind kind, json_t *v,
+                      struct sp_error *err)
+{
+    char *found = json_dumps(v, JSON_ENCODE_ANY | JSON_COMPACT);
+    int rc = sp_fail(err, -EINVAL, "%s: :%s: must be %s, found %s", path, name, kind_names[kind],
+                     found ? found : "?");
+
+    free(found);
+    return rc;
+}
+
 /* Checks the known keys of one file and fills in their defaults. */
 static int apply_keys(const char *path, json_t *obj, const struct key *keys, struct sp_error *err)
 {
@@ -182,26 +183,79 @@ static int apply_keys(const char *path, json_t *obj, const struct key *keys, str
             continue;
         }
         norm = normalize(k->kind, v);
-        if (norm == NULL) {
-            char *found = json_dumps(v, JSON_ENCODE_ANY | JSON_COMPACT);
-            int rc = sp_fail(err, -EINVAL, "%s: :%s: must be %s, found %s", path, k->name,
-                             kind_names[k->kind], found ? found : "?");
-            free(found);
-            return rc;
-        }
+        if (norm == NULL)
+            return wrong_type(path, k->name, k->kind, v, err);
         json_object_set_new(obj, k->name, norm);
     }
     return 0;
 }
 
-static int refuse_core_keys(const char *path, json_t *obj, struct sp_error *err)
+static bool given(json_t *obj, const char *key)
 {
-    for (size_t i = 0; i < sizeof(core_keys) / sizeof(core_keys[0]); i++)
-        if (json_object_get(obj, core_keys[i].name) != NULL)
-            return sp_fail(err, -EINVAL,
-                           "%s: :%s: is smart_proxy_dynflow_core's key; smart-proxyd reads %s",
-                           path, core_keys[i].name, core_keys[i].instead);
-    return 0;
+    return json_object_get(obj, key) != NULL && !json_is_null(json_object_get(obj, key));
+}
+
+/* Gives the smart-proxy key `to` the upstream key's value (stolen) unless it has another. */
+static int upstream_into(const char *path, json_t *obj, const char *from, json_t *value,
+                         const char *to, enum kind kind, struct sp_error *err)
+{
+    json_t *mine = json_object_get(obj, to), *norm;
+    char *a, *b;
+    int rc = 0;
+
+    if (!given(obj, to)) {
+        json_object_set_new(obj, to, value);
+        return 0;
+    }
+    norm = normalize(kind, mine);
+    if (norm != NULL && !json_equal(norm, value)) { /* a wrong type: apply_keys names it */
+        a = json_dumps(json_object_get(obj, from), JSON_ENCODE_ANY | JSON_COMPACT);
+        b = json_dumps(mine, JSON_ENCODE_ANY | JSON_COMPACT);
+        rc = sp_fail(err, -EINVAL, "%s: :%s: %s and :%s: %s disagree: set one of them", path, from,
+                     a ? a : "?", to, b ? b : "?");
+        free(a);
+        free(b);
+    }
+    json_decref(norm);
+    json_decref(value);
+    return rc;
+}
+
+/* smart_proxy_dynflow_core's settings.yml keys (reference/protocol.md §9.3), read in either
+ * role: :listen: is :bind_host:; :port: and :use_https: go together (either one absent takes
+ * upstream's default, '8008' or false): :port: is :https_port: with :use_https: true, else
+ * :http_port:, and :use_https: false means no HTTPS listener. */
+static int upstream_keys(const char *path, json_t *obj, struct sp_error *err)
+{
+    json_t *listen = json_object_get(obj, "listen"), *port = json_object_get(obj, "port"),
+           *https = json_object_get(obj, "use_https"), *p = NULL;
+    const char *to;
+    int rc = 0;
+
+    if (listen != NULL && !json_is_string(listen))
+        return wrong_type(path, "listen", K_STRING, listen, err);
+    if (port != NULL && (p = as_port(port)) == NULL)
+        return wrong_type(path, "port", K_PORT, port, err);
+    if (https != NULL && !json_is_boolean(https))
+        return wrong_type(path, "use_https", K_BOOL, https, err);
+    if (listen != NULL)
+        rc = upstream_into(path, obj, "listen", json_pack("[O]", listen), "bind_host", K_LIST, err);
+    if (port != NULL || https != NULL) {
+        if (https == NULL)
+            json_object_set_new(obj, "use_https", https = json_false());
+        to = json_is_true(https) ? "https_port" : "http_port";
+        if (p == NULL && !given(obj, to))
+            p = json_integer(8008); /* upstream's default */
+        if (p != NULL)
+            json_object_set(obj, "port", p);
+        if (p != NULL && rc == 0)
+            rc = upstream_into(path, obj, "port", p, to, K_PORT, err);
+        else
+            json_decref(p);
+    }
+    if (rc == 0 && json_is_false(https) && given(obj, "https_port"))
+        rc = upstream_into(path, obj, "use_https", json_null(), "https_port", K_PORT, err);
+    return rc;
 }
 
 static bool is_settings_file(const struct dirent *d)
@@ -276,12 +330,13 @@ int sp_settings_load(const char *path, struct sp_settings *s, struct sp_error *e
     s->path = strdup(path);
     s->modules = json_object();
     rc = sp_yaml_load(path, &s->global, err);
-    bind_given = rc == 0 && json_object_get(s->global, "bind_host") != NULL &&
-                 !json_is_null(json_object_get(s->global, "bind_host"));
     if (rc == 0)
-        rc = refuse_core_keys(path, s->global, err);
+        rc = upstream_keys(path, s->global, err);
+    bind_given = rc == 0 && given(s->global, "bind_host");
     if (rc == 0)
         rc = apply_keys(path, s->global, global_keys, err);
+    if (rc == 0 && json_is_false(sp_setting(s, "use_https")))
+        json_object_del(s->global, "https_port"); /* upstream's HTTP-only core: no HTTPS */
     if (rc == 0 && sp_setting(s, "settings_directory") == NULL) {
         copy = strdup(path);
         snprintf(dir, sizeof(dir), "%s/settings.d", dirname(copy));

@@ -31,8 +31,9 @@ struct sp_settings {
 };
 
 /* Reads settings.yml and every settings.d/NAME.yml; a wrong type or an
- * unreadable file is an error naming the file, the key and what was expected.  For the core,
- * also the serial of its certificate. */
+ * unreadable file is an error naming the file, the key and what was expected.  Upstream core's
+ * :listen:, :port: and :use_https: become :bind_host:, :https_port:/:http_port: (an error when
+ * those say otherwise).  For the core, also the serial of its certificate. */
 int sp_settings_load(const char *path, struct sp_settings *s, struct sp_error *err);
 void sp_settings_free(struct sp_settings *s);
 

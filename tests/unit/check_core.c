@@ -261,6 +261,34 @@ START_TEST(http_on_loopback_only)
 }
 END_TEST
 
+/* An upstream smart_proxy_dynflow_core settings.yml: :listen:, :port: (a string, as in upstream's
+ * example) and :use_https: true are the HTTPS listener, with the serial rule. */
+START_TEST(upstream_settings_serve)
+{
+    char settings[4096], expected[128];
+    struct reply r;
+
+    port = free_port();
+    snprintf(settings, sizeof(settings),
+             ":listen: 127.0.0.1\n:port: '%u'\n:use_https: true\n:ssl_certificate: %s/server.pem\n"
+             ":ssl_private_key: %s/server.key\n:ssl_ca_file: %s/ca.pem\n"
+             ":foreman_ssl_cert: %s/client.pem\n:module_directory: %s\n:log_file: %s\n",
+             port, workdir, workdir, workdir, workdir, getenv("DYNFLOW_MODULE_DIR"), log_path);
+    scratch_write(workdir, "settings.yml", settings);
+    pid = start(NULL, &out_fd);
+    snprintf(expected, sizeof(expected), "listening on https://127.0.0.1:%u", port);
+    ck_assert_msg(file_has(log_path, expected), "the core did not start: %s",
+                  read_until(out_fd, "listening on"));
+    ck_assert_str_eq(listening_address(port), "0100007F");
+    r = call_tls("GET", "/tasks/count", NULL, workdir, "client", 0);
+    ck_assert_msg(r.status == 200, "%ld %s", r.status, r.body);
+    ck_assert_str_eq(r.body, "{\"count\":0,\"state\":\"all\"}");
+    r = call_tls("GET", "/tasks/count", NULL, workdir, "stranger", 0);
+    ck_assert_int_eq(r.status, 403);
+    ck_assert_str_eq(r.body, "{\"error\":\"SSL certificate with unexpected serial supplied\"}");
+}
+END_TEST
+
 /* The example settings of the core, with the test's certificates, port, database and log. */
 START_TEST(example_settings_serve)
 {
@@ -350,6 +378,7 @@ int main(void)
     tcase_add_test(tc, job_calls_foreman_back);
     tcase_add_test(tc, reload);
     tcase_add_test(tc, http_on_loopback_only);
+    tcase_add_test(tc, upstream_settings_serve);
     tcase_add_test(tc, example_settings_serve);
     tcase_add_loop_test(tc, systemd_units, 0, sizeof(units) / sizeof(units[0]));
     suite_add_tcase(s, tc);

@@ -129,6 +129,9 @@ START_TEST(wrong_types)
          ":log_level: must be one of UNKNOWN, FATAL, ERROR, WARN, INFO, DEBUG"},
         {":trusted_hosts: {a: 1}\n", ":trusted_hosts: must be a value or a list of values"},
         {":foreman_url: [1]\n", ":foreman_url: must be a string, found [1]"},
+        {":listen: [a, b]\n", ":listen: must be a string, found [\"a\",\"b\"]"},
+        {":port: eighty\n", ":port: must be a port number (1-65535), found \"eighty\""},
+        {":use_https: 'true'\n", ":use_https: must be true or false, found \"true\""},
     };
     struct sp_settings s;
     struct sp_error err;
@@ -233,16 +236,77 @@ START_TEST(core)
                       strstr(err.text, "missing.pem: cannot read the certificate"),
                   "%s", err.text);
 
-    ck_assert_int_eq(load(":port: 8008\n", &s, &err), -EINVAL);
-    ck_assert_msg(strstr(err.text, "settings.yml: :port: is smart_proxy_dynflow_core's key; "
-                                   "smart-proxyd reads :https_port: (HTTPS) or :http_port: "
-                                   "(HTTP)") != NULL,
-                  "%s", err.text);
+    /* upstream's :port: alone: HTTP, still on loopback */
+    ck_assert_int_eq(load(":port: 8008\n", &s, &err), 0);
+    ck_assert(s.core);
+    ck_assert_str_eq(dump(sp_setting(&s, "http_port")), "8008");
+    ck_assert_str_eq(dump(sp_setting(&s, "bind_host")), "[\"127.0.0.1\"]");
+    sp_settings_free(&s);
 
     scratch_write(dir, "settings.d/dynflow.yml", ":enabled: false\n:mount: /\n");
     ck_assert_int_eq(load("---\n", &s, &err), 0);
     ck_assert(!s.core);
     ck_assert_str_eq(dump(sp_setting(&s, "bind_host")), "[\"*\"]");
+    sp_settings_free(&s);
+}
+END_TEST
+
+/* smart_proxy_dynflow_core's :listen:, :port: and :use_https: (reference/protocol.md §9.3) are
+ * the smart-proxy keys they name; set with those to another value, they stop the start. */
+START_TEST(upstream_core_keys)
+{
+    static const struct {
+        const char *text, *bind_host, *http_port, *https_port;
+    } maps[] = {
+        {":listen: 127.0.0.1\n:port: '8008'\n:use_https: true\n", "[\"127.0.0.1\"]", "(null)",
+         "8008"},
+        {":listen: 0.0.0.0\n:port: 9000\n", "[\"0.0.0.0\"]", "9000", "(null)"},
+        {":port: 9000\n:use_https: false\n", "[\"*\"]", "9000", "(null)"},
+        {":use_https: true\n", "[\"*\"]", "(null)", "8008"},
+        {":use_https: false\n", "[\"*\"]", "8008", "(null)"},
+        {":use_https: true\n:https_port: 8443\n", "[\"*\"]", "(null)", "8443"},
+        {":use_https: false\n:http_port: 8000\n", "[\"*\"]", "8000", "(null)"},
+        {":listen: 127.0.0.1\n:bind_host: [127.0.0.1]\n:port: 8008\n:http_port: '8008'\n",
+         "[\"127.0.0.1\"]", "8008", "(null)"},
+        {":port: 8008\n:use_https: true\n:https_port: 8008\n:http_port: 8000\n", "[\"*\"]", "8000",
+         "8008"},
+    };
+    static const struct {
+        const char *text, *message;
+    } conflicts[] = {
+        {":listen: 127.0.0.1\n:bind_host: '*'\n",
+         ":listen: \"127.0.0.1\" and :bind_host: \"*\" disagree: set one of them"},
+        {":port: 8008\n:use_https: true\n:https_port: 8443\n",
+         ":port: 8008 and :https_port: 8443 disagree: set one of them"},
+        {":port: '8008'\n:http_port: 8000\n",
+         ":port: 8008 and :http_port: 8000 disagree: set one of them"},
+        {":use_https: false\n:https_port: 8443\n",
+         ":use_https: false and :https_port: 8443 disagree: set one of them"},
+        {":use_https: false\n:http_port: 8000\n:https_port: 8443\n",
+         ":use_https: false and :https_port: 8443 disagree"},
+    };
+    struct sp_settings s;
+    struct sp_error err;
+
+    for (size_t i = 0; i < sizeof(maps) / sizeof(maps[0]); i++) {
+        ck_assert_msg(load(maps[i].text, &s, &err) == 0, "%s: %s", maps[i].text, err.text);
+        ck_assert_str_eq(dump(sp_setting(&s, "bind_host")), maps[i].bind_host);
+        ck_assert_str_eq(dump(sp_setting(&s, "http_port")), maps[i].http_port);
+        ck_assert_str_eq(dump(sp_setting(&s, "https_port")), maps[i].https_port);
+        sp_settings_free(&s);
+    }
+    for (size_t i = 0; i < sizeof(conflicts) / sizeof(conflicts[0]); i++) {
+        ck_assert_int_eq(load(conflicts[i].text, &s, &err), -EINVAL);
+        ck_assert_msg(strstr(err.text, path) != NULL, "no file name in: %s", err.text);
+        ck_assert_msg(strstr(err.text, conflicts[i].message) != NULL, "%s", err.text);
+    }
+
+    /* the core: :listen: is its bind address, as :bind_host: would be */
+    scratch_write(dir, "settings.d/dynflow.yml", ":enabled: true\n:mount: /\n");
+    ck_assert_int_eq(load(":listen: 0.0.0.0\n:port: 8008\n:use_https: true\n", &s, &err), 0);
+    ck_assert(s.core);
+    ck_assert_str_eq(dump(sp_setting(&s, "bind_host")), "[\"0.0.0.0\"]");
+    ck_assert_str_eq(dump(sp_setting(&s, "https_port")), "8008");
     sp_settings_free(&s);
 }
 END_TEST
@@ -260,6 +324,7 @@ int main(void)
     tcase_add_test(tc, modules);
     tcase_add_test(tc, yaml_scalars);
     tcase_add_test(tc, core);
+    tcase_add_test(tc, upstream_core_keys);
     suite_add_tcase(suite, tc);
     failed = run_suite(suite);
     return failed;
