@@ -71,10 +71,12 @@ static inline struct reply call(const char *method, const char *path, const char
 }
 
 /* A request over HTTPS (body: NULL for none), trusting certs/ca.pem, as client NAME
- * (certs/NAME.pem and .key; NULL: no certificate), offering at most TLS max_tls (0: any).
- * status 0: the handshake failed. */
-static inline struct reply call_tls(const char *method, const char *path, const char *body,
-                                    const char *certs, const char *name, long max_tls)
+ * (certs/NAME.pem and .key; NULL: no certificate), offering at most TLS max_tls (0: any) and,
+ * when suite is not NULL, only that OpenSSL cipher suite (TLS 1.2).  status 0: the handshake
+ * failed. */
+static inline struct reply call_tls_suite(const char *method, const char *path, const char *body,
+                                          const char *certs, const char *name, long max_tls,
+                                          const char *suite)
 {
     char url[256], cert[600], key[600], ca[600];
     struct reply r = {0};
@@ -95,12 +97,23 @@ static inline struct reply call_tls(const char *method, const char *path, const 
     }
     if (max_tls != 0)
         curl_easy_setopt(c, CURLOPT_SSLVERSION, CURL_SSLVERSION_TLSv1_0 | max_tls);
+    if (suite != NULL) {
+        curl_easy_setopt(c, CURLOPT_SSLVERSION,
+                         CURL_SSLVERSION_TLSv1_2 | CURL_SSLVERSION_MAX_TLSv1_2);
+        curl_easy_setopt(c, CURLOPT_SSL_CIPHER_LIST, suite);
+    }
     curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body);
     curl_easy_setopt(c, CURLOPT_WRITEDATA, &r);
     if (curl_easy_perform(c) == CURLE_OK)
         curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &r.status);
     curl_easy_cleanup(c);
     return r;
+}
+
+static inline struct reply call_tls(const char *method, const char *path, const char *body,
+                                    const char *certs, const char *name, long max_tls)
+{
+    return call_tls_suite(method, path, body, certs, name, max_tls, NULL);
 }
 
 static inline const char *field(const struct reply *r, const char *key)
