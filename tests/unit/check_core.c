@@ -296,17 +296,19 @@ START_TEST(example_settings_serve)
     struct reply r;
 
     port = free_port();
-    snprintf(cmd, sizeof(cmd),
-             "sed -e 's|/etc/foreman-proxy/ssl_cert.pem|%1$s/server.pem|' "
-             "-e 's|/etc/foreman-proxy/ssl_key.pem|%1$s/server.key|' "
-             "-e 's|/etc/foreman-proxy/foreman_ssl_cert.pem|%1$s/client.pem|' "
-             "-e 's|/etc/foreman-proxy/foreman_ssl_key.pem|%1$s/client.key|' "
-             "-e 's|/etc/foreman-proxy/[a-z_]*ca.pem|%1$s/ca.pem|' -e 's|8008|%2$u|' "
-             "-e 's|JOURNAL|%1$s/core.log|' '%3$s/settings.yml' >'%1$s/settings.yml' && "
-             "sed -e 's|/var/lib/smart-proxy-dynflow-core|%1$s|' '%3$s/settings.d/dynflow.yml' "
-             ">'%1$s/settings.d/dynflow.yml' && echo ':module_directory: %4$s' "
-             ">>'%1$s/settings.yml'",
-             workdir, port, getenv("CORE_EXAMPLE"), getenv("DYNFLOW_MODULE_DIR"));
+    ck_assert_int_lt(
+        snprintf(cmd, sizeof(cmd),
+                 "sed -e 's|/etc/foreman-proxy/ssl_cert.pem|%1$s/server.pem|' "
+                 "-e 's|/etc/foreman-proxy/ssl_key.pem|%1$s/server.key|' "
+                 "-e 's|/etc/foreman-proxy/foreman_ssl_cert.pem|%1$s/client.pem|' "
+                 "-e 's|/etc/foreman-proxy/foreman_ssl_key.pem|%1$s/client.key|' "
+                 "-e 's|/etc/foreman-proxy/[a-z_]*ca.pem|%1$s/ca.pem|' -e 's|8008|%2$u|' "
+                 "-e 's|JOURNAL|%1$s/core.log|' '%3$s/settings.yml' >'%1$s/settings.yml' && "
+                 "sed -e 's|/var/lib/smart-proxy-dynflow-core|%1$s|' '%3$s/settings.d/dynflow.yml' "
+                 ">'%1$s/settings.d/dynflow.yml' && echo ':module_directory: %4$s' "
+                 ">>'%1$s/settings.yml'",
+                 workdir, port, getenv("CORE_EXAMPLE"), getenv("DYNFLOW_MODULE_DIR")),
+        (int)sizeof(cmd));
     ck_assert_int_eq(system(cmd), 0);
     pid = start(NULL, &out_fd);
     ck_assert_msg(file_has(log_path, "listening on https://127.0.0.1:"),
@@ -351,10 +353,12 @@ START_TEST(systemd_units)
     }
     /* the binary is not installed yet: the built one stands in for it */
     snprintf(copy, sizeof(copy), "%s/%s", workdir, units[_i]);
-    snprintf(cmd, sizeof(cmd),
-             "sed 's|^ExecStart=[^ ]*|ExecStart=%s|' '%s' >'%s' && systemd-analyze verify '%s' "
-             "2>&1",
-             getenv("SMART_PROXYD"), path, copy, copy);
+    ck_assert_int_lt(
+        snprintf(cmd, sizeof(cmd),
+                 "sed 's|^ExecStart=[^ ]*|ExecStart=%s|' '%s' >'%s' && systemd-analyze verify '%s' "
+                 "2>&1",
+                 getenv("SMART_PROXYD"), path, copy, copy),
+        (int)sizeof(cmd));
     f = popen(cmd, "r");
     n = fread(out, 1, sizeof(out) - 1, f);
     out[n] = '\0';
