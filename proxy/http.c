@@ -11,10 +11,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/random.h>
 #include <time.h>
 
 #include "proxy/tls.h"
+#include "util/uuid.h"
 
 #define MAX_LISTENERS 4
 /* A connection's buffer for the request line, headers and response headers (bodies live in our
@@ -193,24 +193,6 @@ static size_t query_string(const struct sp_request *req, char *out, size_t len)
     return q.used;
 }
 
-static void new_request_id(char out[37])
-{
-    static const char hex[] = "0123456789abcdef";
-    unsigned char b[16] = {0};
-
-    if (getrandom(b, sizeof(b), 0) != (ssize_t)sizeof(b))
-        memset(b, 0, sizeof(b)); /* an all-zero id still identifies nothing wrong */
-    b[6] = (unsigned char)((b[6] & 0x0f) | 0x40);
-    b[8] = (unsigned char)((b[8] & 0x3f) | 0x80);
-    for (int i = 0, o = 0; i < 16; i++) {
-        if (i == 4 || i == 6 || i == 8 || i == 10)
-            out[o++] = '-';
-        out[o++] = hex[b[i] >> 4];
-        out[o++] = hex[b[i] & 15];
-    }
-    out[36] = '\0';
-}
-
 /* What a TLS connection's client certificate says, read at its first request: verifying the
  * certificate costs more than serving a request, and it cannot change on the connection
  * (renegotiation ends it).  CN and serial of one that verifies against the CA; why not for one
@@ -387,7 +369,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
     struct sp_response res = {0};
     struct peer own = {.read = false};
     const struct peer *p = NULL;
-    char id[37], addr[64];
+    char id[DF_UUID_BUF], addr[64];
     struct timespec end;
     enum MHD_Result ok;
 
@@ -418,7 +400,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
     if (given != NULL && given[0] != '\0' && strlen(given) < sizeof(id))
         snprintf(id, sizeof(id), "%s", given);
     else
-        new_request_id(id);
+        df_uuid_new(id);
     req.request_id = id;
     remote_address(c, addr, sizeof(addr));
     req.remote_addr = addr;

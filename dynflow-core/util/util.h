@@ -7,6 +7,7 @@
 #include <stdint.h>
 
 #include "dynflow/dynflow.h"
+#include "util/uuid.h"
 
 #define DF_ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
 
@@ -16,10 +17,6 @@ int64_t df_now_us(void);
 int64_t df_mono_us(void);
 /* Dynflow's "%Y-%m-%d %H:%M:%S.%L" in UTC. */
 void df_format_time(int64_t us, char out[24]);
-/* A random (version 4) UUID. */
-void df_uuid_new(char out[DF_UUID_BUF]);
-/* 8-4-4-4-12 hexadecimal digits. */
-bool df_uuid_valid(const char *s);
 
 /* Writes the message into err (when not NULL) and returns code. */
 int df_errorf(df_error *err, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
