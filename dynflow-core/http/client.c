@@ -12,44 +12,55 @@
 /* More than the largest status document the engine writes (64 MiB of output). */
 #define MAX_REPLY ((size_t)256 << 20)
 
-/* One HTTP client per thread, kept between requests: its connections (and TLS sessions) are
- * reused instead of a new handshake per request. */
-static pthread_key_t client_key;
-static pthread_once_t client_once = PTHREAD_ONCE_INIT;
+/* Idle clients, kept between requests so that their connections (and TLS sessions) are
+ * reused instead of a new handshake per request, whichever thread sends next.  A client
+ * serves one request at a time: a thread takes one, sends, and gives it back.  The last
+ * one given back is the next one taken, its connection the warmest. */
+#define IDLE_MAX 16
 
-static void free_client(void *c)
+static pthread_mutex_t idle_lock = PTHREAD_MUTEX_INITIALIZER;
+static CURL *idle[IDLE_MAX];
+static size_t n_idle;
+static unsigned users; /* df_http_global_init calls not yet cleaned up */
+
+static CURL *take_client(void)
 {
-    curl_easy_cleanup(c);
+    CURL *c = NULL;
+
+    pthread_mutex_lock(&idle_lock);
+    if (n_idle > 0)
+        c = idle[--n_idle];
+    pthread_mutex_unlock(&idle_lock);
+    return c != NULL ? c : curl_easy_init();
 }
 
-static void make_client_key(void)
+static void give_back(CURL *c)
 {
-    pthread_key_create(&client_key, free_client);
-}
-
-static CURL *thread_client(void)
-{
-    CURL *c;
-
-    pthread_once(&client_once, make_client_key);
-    c = pthread_getspecific(client_key);
-    if (c != NULL) {
-        curl_easy_reset(c); /* options go, live connections stay */
-        return c;
+    curl_easy_reset(c); /* options (and the pointers they hold) go, live connections stay */
+    pthread_mutex_lock(&idle_lock);
+    if (n_idle < IDLE_MAX) {
+        idle[n_idle++] = c;
+        c = NULL;
     }
-    c = curl_easy_init();
-    if (c != NULL)
-        pthread_setspecific(client_key, c);
-    return c;
+    pthread_mutex_unlock(&idle_lock);
+    curl_easy_cleanup(c); /* a no-op on NULL */
 }
 
 void df_http_global_init(void)
 {
     curl_global_init(CURL_GLOBAL_DEFAULT);
+    pthread_mutex_lock(&idle_lock);
+    users++;
+    pthread_mutex_unlock(&idle_lock);
 }
 
 void df_http_global_cleanup(void)
 {
+    pthread_mutex_lock(&idle_lock);
+    if (users > 0 && --users == 0)
+        while (n_idle > 0)
+            curl_easy_cleanup(idle[--n_idle]);
+    pthread_mutex_unlock(&idle_lock);
     curl_global_cleanup();
 }
 
@@ -131,7 +142,7 @@ int df_http_perform(const struct df_http_tls *tls, const struct df_http_request 
     long timeout_ms = (long)((req->timeout > 0 ? req->timeout : 60) * 1000);
     struct curl_slist *headers = NULL;
     char errbuf[CURL_ERROR_SIZE] = "";
-    CURL *c = thread_client();
+    CURL *c = take_client();
     CURLcode rc;
 
     memset(rep, 0, sizeof(*rep));
@@ -165,6 +176,7 @@ int df_http_perform(const struct df_http_tls *tls, const struct df_http_request 
     curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &rep->status);
     curl_easy_setopt(c, CURLOPT_ERRORBUFFER, NULL);
     curl_slist_free_all(headers);
+    give_back(c);
     if (rc == CURLE_OK)
         return 0;
     rep->failure = failure_of(rc);

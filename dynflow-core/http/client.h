@@ -1,9 +1,10 @@
 /*
  * The project's one HTTPS client (libcurl, OpenSSL): callbacks to Foreman and
- * the forward-mode relay to the core.  Each thread keeps one easy handle, so
- * its connections and TLS sessions are reused (keep-alive) from one request
- * to the next.  TLS 1.2 or newer, the peer verified against the CA with its
- * host name checked, and the client certificate when one is configured.
+ * the forward-mode relay to the core.  Easy handles are pooled between
+ * requests, so their connections and TLS sessions are reused (keep-alive) by
+ * whichever thread sends next.  TLS 1.2 or newer, the peer verified against
+ * the CA with its host name checked, and the client certificate when one is
+ * configured.
  */
 #ifndef DF_HTTP_CLIENT_H
 #define DF_HTTP_CLIENT_H
