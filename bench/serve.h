@@ -23,8 +23,8 @@ static inline int serve(int argc, char **argv, MHD_AccessHandlerCallback answer,
     sigaddset(&set, SIGTERM);
     sigaddset(&set, SIGINT);
     sigprocmask(SIG_BLOCK, &set, NULL);
-    d = MHD_start_daemon(MHD_USE_AUTO_INTERNAL_THREAD, (uint16_t)atoi(argv[1]), NULL, NULL, answer,
-                         NULL, MHD_OPTION_THREAD_POOL_SIZE, (unsigned)2,
+    d = MHD_start_daemon(MHD_USE_AUTO_INTERNAL_THREAD | MHD_USE_THREAD_PER_CONNECTION,
+                         (uint16_t)atoi(argv[1]), NULL, NULL, answer, NULL,
                          MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)60, MHD_OPTION_NOTIFY_COMPLETED,
                          done, NULL, MHD_OPTION_END);
     if (d == NULL) {

@@ -470,7 +470,10 @@ int sp_server_listen(struct sp_server *srv, const char *bind, unsigned port,
                      const struct sp_tls *tls, unsigned *bound, struct sp_error *err)
 {
     struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
-    unsigned flags = MHD_USE_AUTO_INTERNAL_THREAD | MHD_USE_ERROR_LOG;
+    /* A thread per connection: a handler may wait (a relay to a slow core waits up to
+     * :core_timeout:), and then only its own client waits with it. */
+    unsigned flags =
+        MHD_USE_AUTO_INTERNAL_THREAD | MHD_USE_THREAD_PER_CONNECTION | MHD_USE_ERROR_LOG;
     struct listener *l;
     struct MHD_Daemon *d;
     const union MHD_DaemonInfo *info;
@@ -503,8 +506,8 @@ int sp_server_listen(struct sp_server *srv, const char *bind, unsigned port,
         {MHD_OPTION_END, 0, NULL},
     };
     d = MHD_start_daemon(flags, 0, NULL, NULL, on_request, l, MHD_OPTION_SOCK_ADDR, &sa,
-                         MHD_OPTION_THREAD_POOL_SIZE, (unsigned)2, MHD_OPTION_NOTIFY_COMPLETED,
-                         on_completed, NULL, MHD_OPTION_NOTIFY_CONNECTION, on_connection, l,
+                         MHD_OPTION_NOTIFY_COMPLETED, on_completed, NULL,
+                         MHD_OPTION_NOTIFY_CONNECTION, on_connection, l,
                          MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)60,
                          MHD_OPTION_CONNECTION_MEMORY_LIMIT, CONNECTION_MEMORY, MHD_OPTION_ARRAY,
                          tls != NULL ? tls_options : tls_options + 4, MHD_OPTION_END);

@@ -4,9 +4,11 @@
  * and callback cycle through the pair; the core's features at the proxy; the
  * headers that reach the core; cores that must not be talked to (G11:
  * expired, another CA, another name, TLS 1.1 only) and a proxy without a
- * client certificate; a core that is down or slow; a switch between internal
+ * client certificate; a core that is down or slow, and the other clients of a
+ * proxy waiting for a slow core; a switch between internal
  * and forward mode by SIGHUP while a client polls.
  */
+#include <netinet/tcp.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
@@ -629,6 +631,68 @@ START_TEST(core_slow_is_504)
 }
 END_TEST
 
+/* Connections waiting in a listening socket's accept queue. */
+static unsigned accept_queue(int fd)
+{
+    struct tcp_info ti;
+    socklen_t len = sizeof(ti);
+
+    ck_assert_int_eq(getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &len), 0);
+    return ti.tcpi_unacked; /* for a listening socket: its backlog */
+}
+
+static atomic_int stalled_done;
+
+static void *relay_to_stalled_core(void *arg)
+{
+    struct reply *r = arg;
+
+    *r = call("GET", "/dynflow/tasks/count", NULL, NULL);
+    atomic_fetch_add(&stalled_done, 1);
+    return NULL;
+}
+
+/* Relays waiting for a core that never answers hold only their own clients: the proxy
+ * answers another client at once, while they wait out :core_timeout:. */
+START_TEST(slow_core_stalls_only_its_own_clients)
+{
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t len = sizeof(sa);
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct reply relayed[3], local;
+    pthread_t threads[3];
+    struct timespec t0, t1;
+    unsigned queued;
+
+    ck_assert_int_eq(bind(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+    ck_assert_int_eq(listen(fd, 16), 0); /* and never accept */
+    getsockname(fd, (struct sockaddr *)&sa, &len);
+    proxy_mode(core_url(ntohs(sa.sin_port)), NULL);
+    proxy_start(true);
+    atomic_store(&stalled_done, 0);
+    queued = accept_queue(fd);
+    for (int i = 0; i < 3; i++)
+        ck_assert_int_eq(pthread_create(&threads[i], NULL, relay_to_stalled_core, &relayed[i]), 0);
+    for (int i = 0; i < 1000 && accept_queue(fd) < queued + 3; i++)
+        nanosleep(&(struct timespec){0, 1000000}, NULL); /* until the relays reached the core */
+    ck_assert_msg(accept_queue(fd) >= queued + 3,
+                  "%u of 3 relays reached the core: the others wait behind them in the proxy",
+                  accept_queue(fd) - queued);
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    local = call("GET", "/version", NULL, NULL);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    ck_assert_int_eq(local.status, 200);
+    ck_assert_int_eq(atomic_load(&stalled_done), 0); /* answered while they all waited */
+    ck_assert_msg((double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9 < 1,
+                  "GET /version waited for the relays");
+    for (int i = 0; i < 3; i++) {
+        pthread_join(threads[i], NULL);
+        ck_assert_int_eq(relayed[i].status, 504);
+    }
+    close(fd);
+}
+END_TEST
+
 /* ---- switching modes by SIGHUP ------------------------------------------------------------ */
 
 struct poller {
@@ -834,6 +898,7 @@ int main(void)
     tcase_add_test(tc, core_refuses_what_it_must);
     tcase_add_test(tc, core_down_is_502);
     tcase_add_test(tc, core_slow_is_504);
+    tcase_add_test(tc, slow_core_stalls_only_its_own_clients);
     tcase_add_test(tc, sighup_switches_modes_without_a_failed_request);
     tcase_add_test(tc, switch_refused_with_unfinished_tasks_in_memory);
     tcase_add_test(tc, switch_with_a_database_file_keeps_the_tasks);
