@@ -13,11 +13,11 @@
 #include <signal.h>
 #include <stdatomic.h>
 #include <sys/stat.h>
-#include <time.h>
 
 #include "daemonutil.h"
 #include "foreman.h"
 #include "httputil.h"
+#include "testutil.h"
 
 static char certs[512];                    /* made once for the whole suite */
 static char core_dir[600], proxy_dir[600]; /* settings.yml and settings.d/ of each */
@@ -604,25 +604,30 @@ START_TEST(core_down_is_502)
 }
 END_TEST
 
-/* A core that takes the connection and never answers: 504 once :core_timeout: (2 s) is over. */
-START_TEST(core_slow_is_504)
+/* The proxy started in forward mode to a core that takes connections and never answers;
+ * the core's listening socket. */
+static int proxy_to_a_stalled_core(void)
 {
     struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
     socklen_t len = sizeof(sa);
     int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct timespec t0, t1;
-    struct reply r;
-    double took;
 
     ck_assert_int_eq(bind(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
     ck_assert_int_eq(listen(fd, 16), 0); /* and never accept */
     getsockname(fd, (struct sockaddr *)&sa, &len);
     proxy_mode(core_url(ntohs(sa.sin_port)), NULL);
     proxy_start(true);
-    clock_gettime(CLOCK_MONOTONIC, &t0);
-    r = call("GET", "/dynflow/tasks/count", NULL, NULL);
-    clock_gettime(CLOCK_MONOTONIC, &t1);
-    took = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
+    return fd;
+}
+
+/* A core that takes the connection and never answers: 504 once :core_timeout: (2 s) is over. */
+START_TEST(core_slow_is_504)
+{
+    int fd = proxy_to_a_stalled_core();
+    double t0 = tu_now(), took;
+    struct reply r = call("GET", "/dynflow/tasks/count", NULL, NULL);
+
+    took = tu_now() - t0;
     ck_assert_int_eq(r.status, 504);
     ck_assert_msg(strstr(r.body, "unreachable: ") != NULL && strstr(r.body, "timed out") != NULL,
                   "%s", r.body);
@@ -656,35 +661,23 @@ static void *relay_to_stalled_core(void *arg)
  * answers another client at once, while they wait out :core_timeout:. */
 START_TEST(slow_core_stalls_only_its_own_clients)
 {
-    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    socklen_t len = sizeof(sa);
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    int fd = proxy_to_a_stalled_core();
+    unsigned queued = accept_queue(fd);
     struct reply relayed[3], local;
     pthread_t threads[3];
-    struct timespec t0, t1;
-    unsigned queued;
+    double t0;
 
-    ck_assert_int_eq(bind(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
-    ck_assert_int_eq(listen(fd, 16), 0); /* and never accept */
-    getsockname(fd, (struct sockaddr *)&sa, &len);
-    proxy_mode(core_url(ntohs(sa.sin_port)), NULL);
-    proxy_start(true);
     atomic_store(&stalled_done, 0);
-    queued = accept_queue(fd);
     for (int i = 0; i < 3; i++)
         ck_assert_int_eq(pthread_create(&threads[i], NULL, relay_to_stalled_core, &relayed[i]), 0);
-    for (int i = 0; i < 1000 && accept_queue(fd) < queued + 3; i++)
-        nanosleep(&(struct timespec){0, 1000000}, NULL); /* until the relays reached the core */
-    ck_assert_msg(accept_queue(fd) >= queued + 3,
+    ck_assert_msg(WAIT_UNTIL(accept_queue(fd) >= queued + 3, 1),
                   "%u of 3 relays reached the core: the others wait behind them in the proxy",
                   accept_queue(fd) - queued);
-    clock_gettime(CLOCK_MONOTONIC, &t0);
+    t0 = tu_now();
     local = call("GET", "/version", NULL, NULL);
-    clock_gettime(CLOCK_MONOTONIC, &t1);
     ck_assert_int_eq(local.status, 200);
     ck_assert_int_eq(atomic_load(&stalled_done), 0); /* answered while they all waited */
-    ck_assert_msg((double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9 < 1,
-                  "GET /version waited for the relays");
+    ck_assert_msg(tu_now() - t0 < 1, "GET /version waited for the relays");
     for (int i = 0; i < 3; i++) {
         pthread_join(threads[i], NULL);
         ck_assert_int_eq(relayed[i].status, 504);
