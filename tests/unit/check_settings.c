@@ -90,6 +90,10 @@ START_TEST(every_key)
                        ":log_file: SYSLOG\n"
                        ":log_level: debug\n"
                        ":module_directory: /usr/lib/smart-proxy/modules\n"
+                       ":max_connections: 500\n"
+                       ":max_connections_per_address: 20\n"
+                       ":request_header_timeout: 5\n"
+                       ":max_body_memory: 1048576\n"
                        ":daemon: true\n",
                        &s, &err) == 0,
                   "%s", err.text);
@@ -111,6 +115,10 @@ START_TEST(every_key)
     ck_assert_str_eq(sp_setting_str(&s, "log_file"), "SYSLOG");
     ck_assert_str_eq(sp_setting_str(&s, "log_level"), "DEBUG");
     ck_assert_str_eq(sp_setting_str(&s, "module_directory"), "/usr/lib/smart-proxy/modules");
+    ck_assert_str_eq(dump(sp_setting(&s, "max_connections")), "500");
+    ck_assert_str_eq(dump(sp_setting(&s, "max_connections_per_address")), "20");
+    ck_assert_str_eq(dump(sp_setting(&s, "request_header_timeout")), "5");
+    ck_assert_str_eq(dump(sp_setting(&s, "max_body_memory")), "1048576");
     ck_assert_str_eq(dump(sp_setting(&s, "daemon")), "true"); /* unknown keys are kept */
     sp_settings_free(&s);
 }
@@ -132,6 +140,12 @@ START_TEST(wrong_types)
         {":listen: [a, b]\n", ":listen: must be a string, found [\"a\",\"b\"]"},
         {":port: eighty\n", ":port: must be a port number (1-65535), found \"eighty\""},
         {":use_https: 'true'\n", ":use_https: must be true or false, found \"true\""},
+        {":max_connections: 0\n",
+         ":max_connections: must be a whole number from 1 to 2147483647, found 0"},
+        {":max_connections_per_address: many\n",
+         ":max_connections_per_address: must be a whole number from 1 to 2147483647"},
+        {":request_header_timeout: 2.5\n", ":request_header_timeout: must be a whole number"},
+        {":max_body_memory: 4294967296\n", ":max_body_memory: must be a whole number"},
     };
     struct sp_settings s;
     struct sp_error err;
