@@ -782,6 +782,7 @@ int sp_server_listen(struct sp_server *srv, const char *bind, unsigned port,
     struct listener *l;
     struct MHD_Daemon *d;
     const union MHD_DaemonInfo *info;
+    int rc;
 
     if (srv->n_daemons == MAX_LISTENERS)
         return sp_fail(err, -ENOSPC, "too many listeners");
@@ -810,9 +811,9 @@ int sp_server_listen(struct sp_server *srv, const char *bind, unsigned port,
         {MHD_OPTION_HTTPS_PRIORITIES, 0, (void *)priorities},
         {MHD_OPTION_END, 0, NULL},
     };
-    if (!srv->reaper_started && pthread_create(&srv->reaper, NULL, reaper, srv) != 0) {
+    if (!srv->reaper_started && (rc = pthread_create(&srv->reaper, NULL, reaper, srv)) != 0) {
         listener_free(l);
-        return sp_fail(err, -EAGAIN, "cannot start the connection reaper: %s", strerror(errno));
+        return sp_fail(err, -rc, "cannot start the connection reaper: %s", strerror(rc));
     }
     srv->reaper_started = true;
     d = MHD_start_daemon(flags, 0, on_accept, l, on_request, l, MHD_OPTION_SOCK_ADDR, &sa,

@@ -24,7 +24,7 @@ struct sp_server_hooks {
     void (*access)(void *ud, const struct sp_request *req, unsigned status, double ms);
 };
 
-/* What one client may hold and how long it may take (doc/http-server.md). */
+/* What one client may hold and how long it may take (doc/http-server.md); each at least 1. */
 struct sp_server_limits {
     unsigned max_connections; /* per listener; more wait in the listen backlog */
     unsigned per_address;     /* open connections of one client address, all listeners */
