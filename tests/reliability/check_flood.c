@@ -36,8 +36,11 @@
 #if defined(__SANITIZE_ADDRESS__)
 #define RSS_MEANINGFUL false
 #elif defined(__has_feature)
-#define RSS_MEANINGFUL (!__has_feature(address_sanitizer))
-#else
+#if __has_feature(address_sanitizer)
+#define RSS_MEANINGFUL false
+#endif
+#endif
+#ifndef RSS_MEANINGFUL
 #define RSS_MEANINGFUL true
 #endif
 
