@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 
 #include "proxy/tls.h"
@@ -52,7 +53,11 @@ struct request {
     char *body;
     size_t len, cap;
     bool too_big;
+    bool checked; /* the first call's checks ran */
     struct timespec start;
+    char *raw;        /* the path as sent, then room for its decoded form */
+    size_t raw_len;   /* without the query */
+    const char *path; /* decoded (in raw's allocation) once checked; NULL when refused */
 };
 
 static void table_unref(struct sp_server *srv, struct mount_table *t)
@@ -122,11 +127,20 @@ void sp_response_json(struct sp_response *res, unsigned status, json_t *v)
 void sp_response_error(struct sp_response *res, unsigned status, const char *fmt, ...)
 {
     char msg[1024];
+    size_t n, k;
     va_list ap;
 
     va_start(ap, fmt);
     vsnprintf(msg, sizeof(msg), fmt, ap);
     va_end(ap);
+    /* a message may quote what the client sent (a method, a header) or be cut inside a
+     * character: JSON takes UTF-8 only, and an error always has a body */
+    n = strlen(msg);
+    for (size_t i = 0; i < n; i += k)
+        if ((k = sp_utf8_char((const unsigned char *)msg + i, n - i)) == 0) {
+            msg[i] = '?';
+            k = 1;
+        }
     sp_response_json(res, status, json_pack("{s:s}", "error", msg));
 }
 
@@ -296,7 +310,8 @@ static void dispatch(struct listener *l, struct sp_request *req, const char *cer
     unsigned status;
 
     if (!sp_route_match(t->v, t->n, l->kind, req->method, req->path, &m)) {
-        sp_response_error(res, 404, "no route for %s %s", req->method, req->path);
+        sp_response_error(res, 404, "no route for %s %s%s%s", req->method, req->path,
+                          m.why[0] ? ": " : "", m.why);
     } else if (m.route == NULL) {
         sp_response_error(res, 405, "%s is not allowed on %s (allowed: %s)", req->method, req->path,
                           m.allow);
@@ -360,6 +375,129 @@ static bool body_append(struct request *r, size_t max, const char *data, size_t 
     return true;
 }
 
+/* A request's own state from its request line on (libmicrohttpd hands what this returns to
+ * on_request and on_completed), with the path as sent: libmicrohttpd decodes it in place before
+ * on_request, where a %00 would have cut it and a %2F would be a '/' (doc/http-input.md). */
+static void *on_uri(void *cls, const char *uri, struct MHD_Connection *c)
+{
+    size_t n = uri != NULL ? strcspn(uri, "?") : 0;
+    struct request *r = calloc(1, sizeof(*r));
+
+    (void)cls;
+    (void)c;
+    if (r == NULL || (r->raw = malloc(2 * (n + 1))) == NULL) {
+        free(r);
+        return NULL;
+    }
+    clock_gettime(CLOCK_MONOTONIC, &r->start);
+    memcpy(r->raw, uri != NULL ? uri : "", n);
+    r->raw[n] = '\0';
+    r->raw_len = n;
+    return r;
+}
+
+struct arg_check {
+    unsigned n;
+    char why[256];
+};
+
+static enum MHD_Result arg_valid(void *cls, enum MHD_ValueKind kind, const char *key,
+                                 size_t key_size, const char *value, size_t value_size)
+{
+    struct arg_check *a = cls;
+    char quoted[64];
+
+    (void)kind;
+    a->n++;
+    if (sp_text_valid(key, key_size) && (value == NULL || sp_text_valid(value, value_size)))
+        return MHD_YES;
+    sp_escape(key, key_size < 40 ? key_size : 40, quoted, sizeof(quoted));
+    snprintf(a->why, sizeof(a->why),
+             "query argument %u ('%s') is not UTF-8 text without NUL bytes once percent-decoded",
+             a->n, quoted);
+    return MHD_NO;
+}
+
+/* How the body is delimited, as the request's headers say; libmicrohttpd reads the first
+ * Content-Length and lets a Transfer-Encoding it does not know run to the connection's end. */
+struct framing {
+    const char *length, *other_length, *encoding, *bad_encoding;
+};
+
+static enum MHD_Result framing_header(void *cls, enum MHD_ValueKind kind, const char *key,
+                                      const char *value)
+{
+    struct framing *f = cls;
+
+    (void)kind;
+    if (strcasecmp(key, "Content-Length") == 0) {
+        if (f->length == NULL)
+            f->length = value;
+        else if (strcmp(f->length, value) != 0 && f->other_length == NULL)
+            f->other_length = value;
+    } else if (strcasecmp(key, "Transfer-Encoding") == 0) {
+        f->encoding = value;
+        if (strcasecmp(value, "chunked") != 0 && f->bad_encoding == NULL)
+            f->bad_encoding = value;
+    }
+    return MHD_YES;
+}
+
+/* Query arguments as libmicrohttpd decoded them must be text: a NUL would cut a value short, and
+ * other bytes than UTF-8 cannot go into JSON.  True with res filled when one is not. */
+static bool query_refused(struct MHD_Connection *c, struct sp_response *res)
+{
+    struct arg_check args = {0};
+
+    MHD_get_connection_values_n(c, MHD_GET_ARGUMENT_KIND, arg_valid, &args);
+    if (args.why[0] != '\0')
+        sp_response_error(res, 400, "%s", args.why);
+    return args.why[0] != '\0';
+}
+
+/* A body delimited two ways is refused rather than read one way (request smuggling).  True with
+ * res filled then. */
+static bool framing_refused(struct MHD_Connection *c, struct sp_response *res)
+{
+    struct framing f = {0};
+    char a[64], b[64];
+
+    MHD_get_connection_values(c, MHD_HEADER_KIND, framing_header, &f);
+    if (f.other_length != NULL) {
+        sp_escape(f.length, strlen(f.length), a, sizeof(a));
+        sp_escape(f.other_length, strlen(f.other_length), b, sizeof(b));
+        sp_response_error(res, 400, "two different Content-Length headers: '%s' and '%s'", a, b);
+    } else if (f.encoding != NULL && f.length != NULL) {
+        sp_response_error(res, 400, "both Transfer-Encoding and Content-Length are set");
+    } else if (f.bad_encoding != NULL) {
+        sp_escape(f.bad_encoding, strlen(f.bad_encoding), a, sizeof(a));
+        sp_response_error(res, 501, "Transfer-Encoding '%s' is not supported, only chunked", a);
+    }
+    return res->status != 0;
+}
+
+/* The first call's checks, before any body is read: the path (decoded here), the query and the
+ * body's framing.  0, or the status of the refusal with res filled (doc/http-input.md). */
+static unsigned refused(struct MHD_Connection *c, struct request *r, struct sp_response *res)
+{
+    char *decoded = r->raw + r->raw_len + 1, why[256], quoted[256];
+
+    sp_escape(r->raw, r->raw_len < 200 ? r->raw_len : 200, quoted, sizeof(quoted));
+    if (r->raw_len > SP_MAX_PATH) {
+        sp_response_error(res, 414, "the request path %s... is %zu bytes long, more than %d",
+                          quoted, r->raw_len, SP_MAX_PATH);
+        return 414;
+    }
+    if (sp_path_decode(r->raw, r->raw_len, decoded, why, sizeof(why)) < 0) {
+        sp_response_error(res, 400, "the request path %s is refused: %s", quoted, why);
+        return 400;
+    }
+    r->path = decoded;
+    if (query_refused(c, res) || framing_refused(c, res))
+        return res->status;
+    return 0;
+}
+
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const char *url,
                                   const char *method, const char *version, const char *upload,
                                   size_t *upload_size, void **req_cls)
@@ -374,21 +512,23 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
     enum MHD_Result ok;
 
     (void)version;
-    if (r == NULL) {
-        r = calloc(1, sizeof(*r));
-        if (r == NULL)
-            return MHD_NO;
-        clock_gettime(CLOCK_MONOTONIC, &r->start);
-        *req_cls = r;
-        return MHD_YES;
-    }
-    if (*upload_size != 0) {
+    (void)url; /* decoded in place by libmicrohttpd: r->path is ours */
+    if (r == NULL)
+        return MHD_NO; /* on_uri had no memory */
+    if (!r->checked) {
+        r->checked = true;
+        if (refused(c, r, &res) == 0)
+            return MHD_YES;
+    } else if (*upload_size != 0) {
         bool kept = body_append(r, l->srv->max_body, upload, *upload_size);
         *upload_size = 0;
         return kept ? MHD_YES : MHD_NO;
     }
+    char quoted[256];
+    if (r->path == NULL)
+        sp_escape(r->raw, r->raw_len, quoted, sizeof(quoted));
     struct sp_request req = {.method = method,
-                             .path = url,
+                             .path = r->path != NULL ? r->path : quoted,
                              .body = r->body ? r->body : "",
                              .body_len = r->len,
                              .header = header,
@@ -409,7 +549,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         req.peer_cert_cn = p->cn[0] ? p->cn : NULL;
         req.peer_cert_serial = p->serial[0] ? p->serial : NULL;
     }
-    dispatch(l, &req, p != NULL && p->rejected[0] ? p->rejected : NULL, r, &res);
+    if (res.status == 0)
+        dispatch(l, &req, p != NULL && p->rejected[0] ? p->rejected : NULL, r, &res);
     ok = respond(c, &req, &res);
     clock_gettime(CLOCK_MONOTONIC, &end);
     if (l->srv->hooks.access != NULL)
@@ -429,6 +570,7 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **req_cls,
     (void)toe;
     if (r != NULL) {
         free(r->body);
+        free(r->raw);
         free(r);
         *req_cls = NULL;
     }
@@ -505,12 +647,12 @@ int sp_server_listen(struct sp_server *srv, const char *bind, unsigned port,
         {MHD_OPTION_HTTPS_PRIORITIES, 0, (void *)priorities},
         {MHD_OPTION_END, 0, NULL},
     };
-    d = MHD_start_daemon(flags, 0, NULL, NULL, on_request, l, MHD_OPTION_SOCK_ADDR, &sa,
-                         MHD_OPTION_NOTIFY_COMPLETED, on_completed, NULL,
-                         MHD_OPTION_NOTIFY_CONNECTION, on_connection, l,
-                         MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)60,
-                         MHD_OPTION_CONNECTION_MEMORY_LIMIT, CONNECTION_MEMORY, MHD_OPTION_ARRAY,
-                         tls != NULL ? tls_options : tls_options + 4, MHD_OPTION_END);
+    d = MHD_start_daemon(
+        flags, 0, NULL, NULL, on_request, l, MHD_OPTION_SOCK_ADDR, &sa, MHD_OPTION_NOTIFY_COMPLETED,
+        on_completed, NULL, MHD_OPTION_NOTIFY_CONNECTION, on_connection, l,
+        MHD_OPTION_URI_LOG_CALLBACK, on_uri, NULL, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)60,
+        MHD_OPTION_CONNECTION_MEMORY_LIMIT, CONNECTION_MEMORY, MHD_OPTION_ARRAY,
+        tls != NULL ? tls_options : tls_options + 4, MHD_OPTION_END);
     if (d == NULL) {
         listener_free(l);
         return sp_fail(err, -EADDRINUSE, "cannot listen on %s://%s:%u: %s", tls ? "https" : "http",
