@@ -152,6 +152,17 @@ static const char *below(const char *prefix, const char *path)
     return path[n] != '\0' ? path + n : "/";
 }
 
+/* The length of s's first characters that fit in max bytes: quoted text is not cut inside one. */
+static size_t text_prefix(const char *s, size_t max)
+{
+    size_t n = 0, k, len = strlen(s);
+
+    while (n < len && (k = sp_utf8_char((const unsigned char *)s + n, len - n)) != 0 &&
+           n + k <= max)
+        n += k;
+    return n;
+}
+
 /* The one rule for task ids in paths: a ":task_id" parameter takes only the ids the API issues,
  * UUIDs (doc/http-input.md); anything else is no route (404), in either mode of the module. */
 static bool param_fits(const char *name, size_t len, const char *value)
@@ -194,8 +205,9 @@ static bool pattern_match(const char *pattern, const char *path, struct sp_match
     if (!rest && (*pattern != '\0' || (*path != '\0' && strcmp(path, "/") != 0)))
         return false;
     if (not_id != NULL) {
-        snprintf(m->why, sizeof(m->why), "'%.40s%s' is not a task id (a UUID)", not_id,
-                 strlen(not_id) > 40 ? "..." : "");
+        size_t n = text_prefix(not_id, 40);
+        snprintf(m->why, sizeof(m->why), "'%.*s%s' is not a task id (a UUID)", (int)n, not_id,
+                 not_id[n] != '\0' ? "..." : "");
         return false;
     }
     return true;
