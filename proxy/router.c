@@ -230,8 +230,11 @@ bool sp_route_match(const struct sp_mount *mounts, size_t n, unsigned listener, 
     for (size_t i = 0; i < n; i++) {
         const char *rest = (mounts[i].listeners & listener) ? below(mounts[i].prefix, path) : NULL;
         for (const struct sp_route *r = mounts[i].routes; rest != NULL && r->method != NULL; r++) {
-            if (!pattern_match(r->pattern, rest, m))
+            if (!pattern_match(r->pattern, rest, m)) {
+                if (m->why[0] != '\0')
+                    return false; /* no later pattern (a wildcard) takes what is not a task id */
                 continue;
+            }
             found = true;
             allow_add(m, r->method);
             if (strcmp(r->method, method) == 0) {
