@@ -23,6 +23,9 @@
  * memset a sixth of a forwarded request's instructions.  16 KiB still holds twice nginx's
  * 8 KiB header line limit. */
 #define CONNECTION_MEMORY ((size_t)16 << 10)
+/* A path we answer 414 (JSON) must fit, with the rest of the request line and some headers;
+ * beyond the connection's memory libmicrohttpd answers itself (doc/http-input.md). */
+_Static_assert(CONNECTION_MEMORY >= 2 * SP_MAX_PATH, "a path of SP_MAX_PATH must fit");
 
 struct listener;
 

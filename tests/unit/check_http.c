@@ -312,6 +312,43 @@ START_TEST(framing_and_limits_are_json)
 }
 END_TEST
 
+/* What libmicrohttpd finds wrong before any callback of ours runs, it answers itself, with its own
+ * HTML body (doc/http-input.md lists them): the status is right, nothing is handled, and the
+ * server goes on serving. */
+START_TEST(libmicrohttpd_answers_itself)
+{
+    static const struct {
+        const char *head, *rest;
+        long status;
+    } cases[] = {
+        {"GET /features HTTP/2.0\r\n", "\r\n", 505},
+        {"GET /features HTTP/0.9\r\n", "\r\n", 505},
+        {"GET /features\r\n", "\r\n", 400},
+        {"POST /dynflow/tasks HTTP/1.1\r\n", "Content-Length: -1\r\n\r\n", 400},
+        {"POST /dynflow/tasks HTTP/1.1\r\n", "Transfer-Encoding: chunked\r\n\r\nzz\r\n", 400},
+        {"GET /features HTTP/1.1\r\n", "No-Colon\r\n\r\n", 400},
+        {"GET /features HTTP/1.1\r\n", "X-Big: %s\r\n\r\n", 431},
+        {"GET /%s HTTP/1.1\r\n", "\r\n", 414},
+    };
+    size_t big = 40000;
+    char *filler = malloc(big + 1), *req = malloc(2 * big), *head = malloc(big + 64), body[4096];
+
+    memset(filler, 'a', big);
+    filler[big] = '\0';
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        snprintf(head, big + 64, cases[i].head, filler);
+        int n = snprintf(req, 2 * big, "%sHost: x\r\nX-Allow: 1\r\nConnection: close\r\n", head);
+        snprintf(req + n, 2 * big - (size_t)n, cases[i].rest, filler);
+        ck_assert_msg(raw_str(req, body, sizeof(body)) == cases[i].status, "%.60s: %s", req, body);
+    }
+    free(filler);
+    free(req);
+    free(head);
+    ck_assert_int_eq(atomic_load(&handled), 0);
+    ck_assert_int_eq(call("GET", "/features", NULL, NULL).status, 200);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("http");
@@ -327,6 +364,7 @@ int main(void)
     tcase_add_test(tc, task_ids_are_uuids);
     tcase_add_test(tc, query_arguments_are_text);
     tcase_add_test(tc, framing_and_limits_are_json);
+    tcase_add_test(tc, libmicrohttpd_answers_itself);
     suite_add_tcase(s, tc);
     failed = run_suite(s);
     curl_global_cleanup();
