@@ -209,10 +209,14 @@ static int relay_prefixed(void *state, const struct sp_request *req, struct sp_r
 }
 
 /* Forward mode (§3.1): update/done with an Authorization header go to the core unchecked (it
- * checks the token); every other GET and POST needs a client certificate and trusted_hosts. */
+ * checks the token); every other GET and POST needs a client certificate and trusted_hosts.  The
+ * routes with a task id are named so that the host refuses what is not one here, as in internal
+ * mode (doc/http-input.md), instead of relaying it. */
 static const struct sp_route forward_routes[] = {
     {"POST", "/tasks/:task_id/update", relay, SP_AUTH_ANY | SP_AUTH_TOKEN},
     {"POST", "/tasks/:task_id/done", relay, SP_AUTH_ANY | SP_AUTH_TOKEN},
+    {"POST", "/tasks/:task_id/cancel", relay, SP_AUTH_ANY},
+    {"GET", "/tasks/:task_id/status", relay, SP_AUTH_ANY},
     {"GET", "/*", relay, SP_AUTH_ANY},
     {"POST", "/*", relay, SP_AUTH_ANY},
     {NULL, NULL, NULL, 0},

@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/socket.h>
 #include <time.h>
 
@@ -25,6 +26,9 @@
  * memset a sixth of a forwarded request's instructions.  16 KiB still holds twice nginx's
  * 8 KiB header line limit. */
 #define CONNECTION_MEMORY ((size_t)16 << 10)
+/* A path we answer 414 (JSON) must fit, with the rest of the request line and some headers;
+ * beyond the connection's memory libmicrohttpd answers itself (doc/http-input.md). */
+_Static_assert(CONNECTION_MEMORY >= 2 * SP_MAX_PATH, "a path of SP_MAX_PATH must fit");
 
 struct listener;
 struct conn;
@@ -63,7 +67,7 @@ struct listener {
     char *pem[3];  /* certificate, key, CA: libmicrohttpd keeps pointers to them */
 };
 
-/* One request, from its complete header (the first call) to the end of its answer. */
+/* One request, from its request line (on_uri) to the end of its answer. */
 struct request {
     char *body;
     size_t len, cap, reserved; /* reserved: bytes of srv->body_memory this body holds */
@@ -73,6 +77,10 @@ struct request {
     struct sp_match m;
     const char *cert_rejected;
     char id[DF_UUID_BUF], addr[64];
+    bool begun;       /* the first call ran */
+    char *raw;        /* the path as sent, then room for its decoded form */
+    size_t raw_len;   /* without the query */
+    const char *path; /* decoded (in raw's allocation) once checked; NULL when refused */
 };
 
 static void table_unref(struct sp_server *srv, struct mount_table *t)
@@ -154,11 +162,20 @@ void sp_response_json(struct sp_response *res, unsigned status, json_t *v)
 void sp_response_error(struct sp_response *res, unsigned status, const char *fmt, ...)
 {
     char msg[1024];
+    size_t n, k;
     va_list ap;
 
     va_start(ap, fmt);
     vsnprintf(msg, sizeof(msg), fmt, ap);
     va_end(ap);
+    /* a message may quote what the client sent (a method, a header) or be cut inside a
+     * character: JSON takes UTF-8 only, and an error always has a body */
+    n = strlen(msg);
+    for (size_t i = 0; i < n; i += k)
+        if ((k = sp_utf8_char((const unsigned char *)msg + i, n - i)) == 0) {
+            msg[i] = '?';
+            k = 1;
+        }
     sp_response_json(res, status, json_pack("{s:s}", "error", msg));
 }
 
@@ -543,7 +560,8 @@ static int admit(struct listener *l, struct MHD_Connection *c, struct sp_request
     unsigned status;
 
     if (!sp_route_match(t->v, t->n, l->kind, req->method, req->path, &r->m))
-        sp_response_error(res, 404, "no route for %s %s", req->method, req->path);
+        sp_response_error(res, 404, "no route for %s %s%s%s", req->method, req->path,
+                          r->m.why[0] ? ": " : "", r->m.why);
     else if (r->m.route == NULL)
         sp_response_error(res, 405, "%s is not allowed on %s (allowed: %s)", req->method, req->path,
                           r->m.allow);
@@ -637,10 +655,10 @@ static bool body_append(struct sp_server *srv, struct request *r, const char *da
 
 /* The request as handlers see it (without its body). */
 static void request_view(struct listener *l, struct MHD_Connection *c, struct request *r,
-                         const char *url, const char *method, struct sp_request *req)
+                         const char *path, const char *method, struct sp_request *req)
 {
     *req = (struct sp_request){.method = method,
-                               .path = url,
+                               .path = path,
                                .body = r->body ? r->body : "",
                                .body_len = r->len,
                                .header = header,
@@ -672,27 +690,155 @@ static enum MHD_Result answer(struct listener *l, struct MHD_Connection *c, stru
     return ok;
 }
 
-/* The first call: the header is complete, the body (if any) not read yet. */
-static enum MHD_Result request_begin(struct listener *l, struct MHD_Connection *c, const char *url,
-                                     const char *method, void **req_cls)
+/* A request's own state from its request line on (libmicrohttpd hands what this returns to
+ * on_request and on_completed), with the path as sent: libmicrohttpd decodes it in place before
+ * on_request, where a %00 would have cut it and a %2F would be a '/' (doc/http-input.md). */
+static void *on_uri(void *cls, const char *uri, struct MHD_Connection *c)
+{
+    size_t n = uri != NULL ? strcspn(uri, "?") : 0;
+    struct request *r = calloc(1, sizeof(*r));
+
+    (void)cls;
+    (void)c;
+    if (r == NULL || (r->raw = malloc(2 * (n + 1))) == NULL) {
+        free(r);
+        return NULL;
+    }
+    clock_gettime(CLOCK_MONOTONIC, &r->start);
+    memcpy(r->raw, uri != NULL ? uri : "", n);
+    r->raw[n] = '\0';
+    r->raw_len = n;
+    return r;
+}
+
+struct arg_check {
+    unsigned n;
+    char why[256];
+};
+
+static enum MHD_Result arg_valid(void *cls, enum MHD_ValueKind kind, const char *key,
+                                 size_t key_size, const char *value, size_t value_size)
+{
+    struct arg_check *a = cls;
+    char quoted[64];
+
+    (void)kind;
+    a->n++;
+    if (sp_text_valid(key, key_size) && (value == NULL || sp_text_valid(value, value_size)))
+        return MHD_YES;
+    sp_escape(key, key_size < 40 ? key_size : 40, quoted, sizeof(quoted));
+    snprintf(a->why, sizeof(a->why),
+             "query argument %u ('%s') is not UTF-8 text without NUL bytes once percent-decoded",
+             a->n, quoted);
+    return MHD_NO;
+}
+
+/* How the body is delimited, as the request's headers say; libmicrohttpd reads the first
+ * Content-Length and lets a Transfer-Encoding it does not know run to the connection's end. */
+struct framing {
+    const char *length, *other_length, *encoding, *bad_encoding;
+};
+
+static enum MHD_Result framing_header(void *cls, enum MHD_ValueKind kind, const char *key,
+                                      const char *value)
+{
+    struct framing *f = cls;
+
+    (void)kind;
+    if (strcasecmp(key, "Content-Length") == 0) {
+        if (f->length == NULL)
+            f->length = value;
+        else if (strcmp(f->length, value) != 0 && f->other_length == NULL)
+            f->other_length = value;
+    } else if (strcasecmp(key, "Transfer-Encoding") == 0) {
+        f->encoding = value;
+        if (strcasecmp(value, "chunked") != 0 && f->bad_encoding == NULL)
+            f->bad_encoding = value;
+    }
+    return MHD_YES;
+}
+
+/* Query arguments as libmicrohttpd decoded them must be text: a NUL would cut a value short, and
+ * other bytes than UTF-8 cannot go into JSON.  True with res filled when one is not. */
+static bool query_refused(struct MHD_Connection *c, struct sp_response *res)
+{
+    struct arg_check args = {0};
+
+    MHD_get_connection_values_n(c, MHD_GET_ARGUMENT_KIND, arg_valid, &args);
+    if (args.why[0] != '\0')
+        sp_response_error(res, 400, "%s", args.why);
+    return args.why[0] != '\0';
+}
+
+/* A body delimited two ways is refused rather than read one way (request smuggling).  True with
+ * res filled then. */
+static bool framing_refused(struct MHD_Connection *c, struct sp_response *res)
+{
+    struct framing f = {0};
+    char a[64], b[64];
+
+    MHD_get_connection_values(c, MHD_HEADER_KIND, framing_header, &f);
+    if (f.other_length != NULL) {
+        sp_escape(f.length, strlen(f.length), a, sizeof(a));
+        sp_escape(f.other_length, strlen(f.other_length), b, sizeof(b));
+        sp_response_error(res, 400, "two different Content-Length headers: '%s' and '%s'", a, b);
+    } else if (f.encoding != NULL && f.length != NULL) {
+        sp_response_error(res, 400, "both Transfer-Encoding and Content-Length are set");
+    } else if (f.bad_encoding != NULL) {
+        sp_escape(f.bad_encoding, strlen(f.bad_encoding), a, sizeof(a));
+        sp_response_error(res, 501, "Transfer-Encoding '%s' is not supported, only chunked", a);
+    }
+    return res->status != 0;
+}
+
+/* The first call's checks, before any body is read: the path (decoded here), the query and the
+ * body's framing.  0, or the status of the refusal with res filled (doc/http-input.md). */
+static unsigned input_refused(struct MHD_Connection *c, struct request *r, struct sp_response *res)
+{
+    char *decoded = r->raw + r->raw_len + 1, why[256], quoted[256];
+
+    sp_escape(r->raw, r->raw_len < 200 ? r->raw_len : 200, quoted, sizeof(quoted));
+    if (r->raw_len > SP_MAX_PATH) {
+        sp_response_error(res, 414, "the request path %s... is %zu bytes long, more than %d",
+                          quoted, r->raw_len, SP_MAX_PATH);
+        return 414;
+    }
+    if (sp_path_decode(r->raw, r->raw_len, decoded, why, sizeof(why)) < 0) {
+        sp_response_error(res, 400, "the request path %s is refused: %s", quoted, why);
+        return 400;
+    }
+    r->path = decoded;
+    if (query_refused(c, res) || framing_refused(c, res))
+        return res->status;
+    return 0;
+}
+
+/* The first call: the header is complete, the body (if any) not read yet.  The path, query and
+ * framing are checked, then the route and authorization: a refusal goes out at once. */
+static enum MHD_Result request_begin(struct listener *l, struct MHD_Connection *c,
+                                     struct request *r, const char *method)
 {
     struct conn *k = connection_of(c);
-    struct request *r = k != NULL ? calloc(1, sizeof(*r)) : NULL;
     const char *given = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "X-Request-Id");
     struct sp_response res = {0};
     struct sp_request req;
+    char quoted[256];
 
-    if (r == NULL)
+    if (k == NULL)
         return MHD_NO;
-    clock_gettime(CLOCK_MONOTONIC, &r->start);
-    *req_cls = r;
+    r->begun = true;
     conn_busy(l->srv, k, true);
     if (given != NULL && given[0] != '\0' && strlen(given) < sizeof(r->id))
         snprintf(r->id, sizeof(r->id), "%s", given);
     else
         df_uuid_new(r->id);
     address_text((const struct sockaddr *)&k->addr, r->addr, sizeof(r->addr));
-    request_view(l, c, r, url, method, &req);
+    if (input_refused(c, r, &res) != 0) {
+        sp_escape(r->raw, r->raw_len, quoted, sizeof(quoted));
+        request_view(l, c, r, r->path != NULL ? r->path : quoted, method, &req);
+        return answer(l, c, &req, r, &res);
+    }
+    request_view(l, c, r, r->path, method, &req);
     if (admit(l, c, &req, r, &res) == 0)
         return MHD_YES;
     return answer(l, c, &req, r, &res);
@@ -708,14 +854,17 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
     struct sp_request req;
 
     (void)version;
+    (void)url; /* decoded in place by libmicrohttpd: r->path is ours */
     if (r == NULL)
-        return request_begin(l, c, url, method, req_cls);
+        return MHD_NO; /* on_uri had no memory */
+    if (!r->begun)
+        return request_begin(l, c, r, method);
     if (*upload_size != 0) {
         bool kept = body_append(l->srv, r, upload, *upload_size);
         *upload_size = 0;
         return kept ? MHD_YES : MHD_NO;
     }
-    request_view(l, c, r, url, method, &req);
+    request_view(l, c, r, r->path, method, &req);
     dispatch(l, &req, r, &res);
     return answer(l, c, &req, r, &res);
 }
@@ -734,6 +883,7 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **req_cls,
         body_release(l->srv, r);
         if (r->table != NULL)
             table_unref(l->srv, r->table);
+        free(r->raw);
         free(r);
         *req_cls = NULL;
     }
@@ -818,9 +968,10 @@ int sp_server_listen(struct sp_server *srv, const char *bind, unsigned port,
     srv->reaper_started = true;
     d = MHD_start_daemon(flags, 0, on_accept, l, on_request, l, MHD_OPTION_SOCK_ADDR, &sa,
                          MHD_OPTION_NOTIFY_COMPLETED, on_completed, l, MHD_OPTION_NOTIFY_CONNECTION,
-                         on_connection, l, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)60,
-                         MHD_OPTION_CONNECTION_LIMIT, srv->limits.max_connections,
-                         MHD_OPTION_CONNECTION_MEMORY_LIMIT, CONNECTION_MEMORY, MHD_OPTION_ARRAY,
+                         on_connection, l, MHD_OPTION_URI_LOG_CALLBACK, on_uri, NULL,
+                         MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)60, MHD_OPTION_CONNECTION_LIMIT,
+                         srv->limits.max_connections, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
+                         CONNECTION_MEMORY, MHD_OPTION_ARRAY,
                          tls != NULL ? tls_options : tls_options + 4, MHD_OPTION_END);
     if (d == NULL) {
         listener_free(l);

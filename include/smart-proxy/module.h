@@ -34,7 +34,8 @@
 /* A request as a handler sees it; everything is borrowed for the call. */
 struct sp_request {
     const char *method;
-    const char *path;          /* below the module's mount point */
+    const char *path;          /* below the module's mount point, decoded: each segment is UTF-8
+                                  text without NUL, control characters or '/' */
     const char *const *params; /* values of the ":name" segments, in pattern order */
     size_t n_params;
     const char *body; /* not NUL-terminated */
@@ -74,7 +75,8 @@ typedef int (*sp_handler_fn)(void *state, const struct sp_request *req, struct s
 
 struct sp_route {
     const char *method;  /* NULL ends a table */
-    const char *pattern; /* "/tasks/:task_id/status"; 1.2: last segment "*": anything below */
+    const char *pattern; /* "/tasks/:task_id/status"; 1.2: last segment "*": anything below;
+                            the host lets a ":task_id" segment take only UUIDs (else 404) */
     sp_handler_fn handler;
     unsigned auth; /* SP_AUTH_* */
 };
