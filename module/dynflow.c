@@ -88,15 +88,41 @@ static int respond(const struct sp_request *req, struct sp_response *res, api_fn
     return 0;
 }
 
+/* Routes that create tasks: while the database cannot be written, 503 before anything is
+ * created, as no step would start (doc/persistence.md). */
+static int respond_creating(const struct sp_request *req, struct sp_response *res, api_fn fn,
+                            struct dynflow *df)
+{
+    df_error err;
+    json_t *body;
+
+    if (df_world_writable(df->w, &err) == 0)
+        return respond(req, res, fn, df, false);
+    body = json_pack("{s:s+}", "error", "the task was not created: ", err.text);
+    res->status = 503;
+    res->content_type = "application/json";
+    res->body = json_dumps(body, JSON_COMPACT);
+    res->body_len = res->body != NULL ? strlen(res->body) : 0;
+    res->free_body = free;
+    json_decref(body);
+    return 0;
+}
+
 #define ROUTE(handler, fn)                                                                         \
     static int handler(void *state, const struct sp_request *req, struct sp_response *res)         \
     {                                                                                              \
         return respond(req, res, fn, state, false);                                                \
     }
 
+#define CREATING_ROUTE(handler, fn)                                                                \
+    static int handler(void *state, const struct sp_request *req, struct sp_response *res)         \
+    {                                                                                              \
+        return respond_creating(req, res, fn, state);                                              \
+    }
+
 ROUTE(bulk_status, df_api_bulk_status)
-ROUTE(launch, df_api_launch)
-ROUTE(trigger, df_api_trigger)
+CREATING_ROUTE(launch, df_api_launch)
+CREATING_ROUTE(trigger, df_api_trigger)
 ROUTE(cancel, df_api_cancel)
 ROUTE(status, df_api_status)
 ROUTE(count, df_api_count)
@@ -418,8 +444,8 @@ static double number(const json_t *settings, const char *key, double fallback)
     return json_is_number(v) ? json_number_value(v) : fallback;
 }
 
-/* The host's log for the runner dispatcher. */
-static void runner_log(void *ctx, int level, const char *fmt, va_list ap)
+/* The host's log for the engine and the runner dispatcher. */
+static void host_log(void *ctx, int level, const char *fmt, va_list ap)
 {
     const struct sp_host_api *host = ctx;
     char msg[1024];
@@ -440,7 +466,7 @@ static int setup_runners(struct dynflow *df, const json_t *settings, df_error *e
     struct df_runner_config cfg = {
         .refresh_interval = number(settings, "runner_refresh_interval", 1),
         .max_concurrent = (unsigned)number(settings, "max_concurrent_runners", 1000),
-        .log = df->host != NULL ? runner_log : NULL,
+        .log = df->host != NULL ? host_log : NULL,
         .log_ctx = (void *)df->host,
     };
 
@@ -461,6 +487,8 @@ static int start_internal(struct dynflow *df, const json_t *settings, bool publi
         .database = database,
         .pool_size = (unsigned)number(settings, "pool_size", 0),
         .cleaner_age = number(settings, "execution_plan_cleaner_age", 1800),
+        .log = df->host != NULL ? host_log : NULL,
+        .log_ctx = (void *)df->host,
     };
     df_error err = {{0}};
 

@@ -1,0 +1,246 @@
+/*
+ * Fault injection (doc/persistence.md): the database's writes fail with
+ * SQLITE_FULL or SQLITE_IOERR while plans run.  No step may start whose
+ * running state is not committed, the engine says so (df_world_writable, its
+ * log), and once writes work again every plan is stored and finishes: the
+ * file database is opened again and checked.
+ */
+#include <pthread.h>
+#include <sqlite3.h>
+
+#include "../unit/testutil.h"
+#include "faultvfs.h"
+
+#define PLANS 10
+
+static atomic_int armed; /* the SQLite error writes fail with; 0: none */
+static char workdir[512], db_path[700];
+static atomic_int started, uncommitted;
+static pthread_mutex_t log_lock = PTHREAD_MUTEX_INITIALIZER;
+static char logged[8192];
+
+static const int errors[] = {SQLITE_FULL, SQLITE_IOERR_WRITE};
+static const char *const reasons[] = {"database or disk is full", "disk I/O error"};
+
+static void capture_log(void *ctx, int level, const char *fmt, va_list ap)
+{
+    char line[1024];
+    size_t len;
+
+    (void)ctx;
+    vsnprintf(line, sizeof(line), fmt, ap);
+    pthread_mutex_lock(&log_lock);
+    len = strlen(logged);
+    snprintf(logged + len, sizeof(logged) - len, "%d %s\n", level, line);
+    pthread_mutex_unlock(&log_lock);
+}
+
+static bool log_has(int level, const char *needle)
+{
+    char prefix[8];
+    bool found;
+
+    snprintf(prefix, sizeof(prefix), "%d ", level);
+    pthread_mutex_lock(&log_lock);
+    found = false;
+    for (const char *line = logged; line != NULL && *line != '\0' && !found;) {
+        const char *end = strchr(line, '\n');
+        found = strncmp(line, prefix, strlen(prefix)) == 0 && strstr(line, needle) != NULL &&
+                (end == NULL || strstr(line, needle) < end);
+        line = end != NULL ? end + 1 : NULL;
+    }
+    pthread_mutex_unlock(&log_lock);
+    return found;
+}
+
+/* Whether the database says this action's run step is running, read on a connection of
+ * its own (what a restart would find). */
+static bool running_committed(df_action *a)
+{
+    sqlite3 *db = NULL;
+    sqlite3_stmt *s = NULL;
+    bool ok = false;
+
+    if (sqlite3_open_v2(db_path, &db, SQLITE_OPEN_READONLY, NULL) == SQLITE_OK &&
+        sqlite3_prepare_v2(db,
+                           "SELECT state FROM dynflow_steps WHERE execution_plan_uuid = ?1"
+                           " AND id = ?2",
+                           -1, &s, NULL) == SQLITE_OK) {
+        sqlite3_bind_text(s, 1, df_action_plan_id(a), -1, SQLITE_STATIC);
+        sqlite3_bind_int(s, 2, df_action_run_step_id(a));
+        ok = sqlite3_step(s) == SQLITE_ROW &&
+             strcmp((const char *)sqlite3_column_text(s, 0), "running") == 0;
+    }
+    sqlite3_finalize(s);
+    sqlite3_close(db);
+    return ok;
+}
+
+static int step_run(df_action *a, const df_event *ev)
+{
+    (void)ev;
+    if (!running_committed(a))
+        atomic_fetch_add(&uncommitted, 1);
+    atomic_fetch_add(&started, 1);
+    return 0;
+}
+
+/* Two steps in sequence: the second starts after the first one's end was written. */
+static int entry_plan(df_action *a, json_t *args)
+{
+    json_t *none = json_object();
+    int rc = 0;
+
+    (void)args;
+    df_sequence_begin(a);
+    for (int i = 0; i < 2 && rc == 0; i++)
+        if (df_plan_action(a, "Faults::Step", none) == NULL)
+            rc = -1;
+    df_sequence_end(a);
+    json_decref(none);
+    return rc < 0 ? rc : df_plan_self(a, json_object());
+}
+
+static const struct df_action_class classes[] = {
+    {.name = "Faults::Entry", .plan = entry_plan},
+    {.name = "Faults::Step", .run = step_run},
+};
+
+static df_world *open_world(void)
+{
+    struct df_world_config cfg = {.database = db_path, .log = capture_log};
+
+    return tu_world(&cfg, classes, sizeof(classes) / sizeof(classes[0]));
+}
+
+static void setup(void)
+{
+    ck_assert_int_eq(faultvfs_install(&armed), SQLITE_OK);
+    scratch_new(workdir, sizeof(workdir), "faults");
+    snprintf(db_path, sizeof(db_path), "%s/dynflow.db", workdir);
+}
+
+static void teardown(void)
+{
+    atomic_store(&armed, 0);
+    scratch_remove(workdir);
+}
+
+static int64_t query_int(sqlite3 *db, const char *sql)
+{
+    sqlite3_stmt *s;
+    int64_t v = -1;
+
+    ck_assert_int_eq(sqlite3_prepare_v2(db, sql, -1, &s, NULL), SQLITE_OK);
+    if (sqlite3_step(s) == SQLITE_ROW)
+        v = sqlite3_column_int64(s, 0);
+    sqlite3_finalize(s);
+    return v;
+}
+
+/* The database file, opened again after the world is gone: every plan is there, stopped. */
+static void expect_stored(int plans)
+{
+    sqlite3 *db;
+    sqlite3_stmt *s;
+
+    ck_assert_int_eq(sqlite3_open_v2(db_path, &db, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
+    ck_assert_int_eq(sqlite3_prepare_v2(db, "PRAGMA integrity_check", -1, &s, NULL), SQLITE_OK);
+    ck_assert_int_eq(sqlite3_step(s), SQLITE_ROW);
+    ck_assert_str_eq((const char *)sqlite3_column_text(s, 0), "ok");
+    sqlite3_finalize(s);
+    ck_assert_int_eq(query_int(db, "SELECT count(*) FROM dynflow_execution_plans WHERE"
+                                   " state = 'stopped' AND result = 'success'"),
+                     plans);
+    ck_assert_int_eq(query_int(db, "SELECT count(*) FROM dynflow_execution_plans"), plans);
+    ck_assert_int_eq(query_int(db, "SELECT count(*) FROM dynflow_steps WHERE class = 'run' AND"
+                                   " state = 'success'"),
+                     2 * plans);
+    sqlite3_close(db);
+}
+
+/* Half the plans are triggered before the writes fail, half after; the writes fail until the
+ * writer has retried a few times. */
+START_TEST(writes_fail_while_plans_run)
+{
+    char ids[PLANS][DF_UUID_BUF];
+    df_world *w = open_world();
+    unsigned long refused;
+    uint64_t count;
+    df_error err;
+    double t0;
+
+    for (int i = 0; i < PLANS; i++) {
+        if (i == PLANS / 2)
+            atomic_store(&armed, errors[_i]);
+        snprintf(ids[i], sizeof(ids[i]), "%s", tu_trigger(w, "Faults::Entry", NULL));
+    }
+    ck_assert_msg(WAIT_UNTIL(df_world_writable(w, &err) < 0, 10), "the failure went unnoticed");
+    ck_assert_msg(strstr(err.text, db_path) != NULL && strstr(err.text, reasons[_i]) != NULL, "%s",
+                  err.text);
+    /* readers that need the database current answer at once, with the reason */
+    ck_assert_int_eq(df_plan_count(w, -1, &count, &err), -EIO);
+    ck_assert_msg(strstr(err.text, reasons[_i]) != NULL, "%s", err.text);
+
+    /* retried with a pause that grows, not in a busy loop */
+    ck_assert(WAIT_UNTIL(faultvfs_refused() >= 4, 10));
+    refused = faultvfs_refused();
+    t0 = tu_now();
+    while (tu_now() < t0 + 0.5)
+        usleep(10000);
+    ck_assert_msg(faultvfs_refused() - refused < 40, "%lu writes refused in 0.5 s",
+                  faultvfs_refused() - refused);
+    ck_assert_msg(log_has(DF_LOG_ERROR, db_path) && log_has(DF_LOG_ERROR, reasons[_i]), "%s",
+                  logged);
+
+    atomic_store(&armed, 0);
+    for (int i = 0; i < PLANS; i++)
+        tu_expect(w, ids[i], DF_PLAN_STOPPED, DF_RESULT_SUCCESS);
+    ck_assert_int_eq(df_world_writable(w, &err), 0);
+    ck_assert_msg(log_has(DF_LOG_INFO, "works again"), "%s", logged);
+    df_world_free(w);
+
+    ck_assert_int_eq(atomic_load(&uncommitted), 0);
+    ck_assert_int_eq(atomic_load(&started), 2 * PLANS);
+    expect_stored(PLANS);
+}
+END_TEST
+
+/* The world can be freed while the writes fail: waiting workers give up, the database keeps
+ * its last committed state. */
+START_TEST(stop_while_writes_fail)
+{
+    df_world *w = open_world();
+    df_error err;
+
+    tu_expect(w, tu_trigger(w, "Faults::Entry", NULL), DF_PLAN_STOPPED, DF_RESULT_SUCCESS);
+    df_world_sync(w);
+    atomic_store(&armed, errors[_i]);
+    tu_trigger(w, "Faults::Entry", NULL);
+    ck_assert(WAIT_UNTIL(df_world_writable(w, &err) < 0, 10));
+    df_world_free(w);
+    ck_assert_msg(log_has(DF_LOG_ERROR, "changes not written"), "%s", logged);
+    ck_assert_int_eq(atomic_load(&uncommitted), 0);
+    atomic_store(&armed, 0);
+    expect_stored(1);
+}
+END_TEST
+
+static Suite *faults_suite(void)
+{
+    Suite *s = suite_create("faults");
+    TCase *tc = tcase_create("database writes");
+
+    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_set_timeout(tc, 60);
+    tcase_add_loop_test(tc, writes_fail_while_plans_run, 0,
+                        (int)(sizeof(errors) / sizeof(errors[0])));
+    tcase_add_loop_test(tc, stop_while_writes_fail, 0, (int)(sizeof(errors) / sizeof(errors[0])));
+    suite_add_tcase(s, tc);
+    return s;
+}
+
+int main(void)
+{
+    return run_suite(faults_suite());
+}
