@@ -1,20 +1,30 @@
 /*
- * Fault injection (doc/persistence.md): the database's writes fail with
- * SQLITE_FULL or SQLITE_IOERR while plans run.  No step may start whose
- * running state is not committed, the engine says so (df_world_writable, its
- * log), and once writes work again every plan is stored and finishes: the
- * file database is opened again and checked.
+ * Fault injection (doc/persistence.md).  The engine: the database's writes
+ * fail with SQLITE_FULL or SQLITE_IOERR while plans run; no step may start
+ * whose running state is not committed, the engine says so (df_world_writable,
+ * its log), and once writes work again every plan is stored and finishes: the
+ * file database is opened again and checked.  smart-proxyd, with faultshim.so
+ * preloaded: launches get 503 JSON while the writes fail and every acknowledged
+ * task is stored afterwards; an allocation that fails in the request path gets
+ * 503 (or a closed connection) and the daemon keeps serving.
  */
+#include <fcntl.h>
 #include <pthread.h>
+#include <signal.h>
 #include <sqlite3.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
 
+#include "../unit/daemonutil.h"
+#include "../unit/httputil.h"
 #include "../unit/testutil.h"
+#include "faultshim.h"
 #include "faultvfs.h"
 
 #define PLANS 10
 
 static atomic_int armed; /* the SQLite error writes fail with; 0: none */
-static char workdir[512], db_path[700];
+static char db_path[700];
 static atomic_int started, uncommitted;
 static pthread_mutex_t log_lock = PTHREAD_MUTEX_INITIALIZER;
 static char logged[8192];
@@ -226,6 +236,166 @@ START_TEST(stop_while_writes_fail)
 }
 END_TEST
 
+/* ---- smart-proxyd with faultshim.so -------------------------------------------------- */
+
+static struct fault_control *shim;
+static pid_t daemon_pid;
+static int daemon_out;
+static char log_path[600];
+
+#define LAUNCH_BODY                                                                                \
+    "{\"operation\": \"single\", \"input\": {\"action_class\": \"Test::Trivial\", "                \
+    "\"action_input\": {}}}"
+
+/* The control file the daemon maps, mapped here too. */
+static void map_control(const char *path)
+{
+    int fd = open(path, O_RDWR | O_CREAT | O_TRUNC, 0600);
+
+    ck_assert_int_ge(fd, 0);
+    ck_assert_int_eq(ftruncate(fd, sizeof(*shim)), 0);
+    shim = mmap(NULL, sizeof(*shim), PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    ck_assert(shim != MAP_FAILED);
+    close(fd);
+}
+
+static void daemon_setup(void)
+{
+    char text[2048], path[700];
+
+    scratch_new(workdir, sizeof(workdir), "faultd");
+    snprintf(db_path, sizeof(db_path), "%s/dynflow.db", workdir);
+    snprintf(log_path, sizeof(log_path), "%s/proxy.log", workdir);
+    snprintf(path, sizeof(path), "%s/settings.d", workdir);
+    mkdir(path, 0700);
+    snprintf(path, sizeof(path), "%s/plugins", workdir);
+    mkdir(path, 0700);
+    snprintf(text, sizeof(text), "cp %s/testplug.so %s/plugins/", getenv("PLUGIN_FIXTURES"),
+             workdir);
+    ck_assert_int_eq(system(text), 0);
+    /* as the other daemon suites: the settings reader refuses :http_port: 0 */
+    port = free_port();
+    snprintf(text, sizeof(text),
+             ":http_port: %u\n:bind_host: 127.0.0.1\n:module_directory: %s\n:log_file: %s\n", port,
+             getenv("DYNFLOW_MODULE_DIR"), log_path);
+    scratch_write(workdir, "settings.yml", text);
+    snprintf(text, sizeof(text), ":enabled: true\n:database: %s\n:plugin_directory: %s/plugins\n",
+             db_path, workdir);
+    scratch_write(workdir, "settings.d/dynflow.yml", text);
+    scratch_write(workdir, "settings.d/testplug.yml", ":enabled: true\n");
+    snprintf(path, sizeof(path), "%s/control", workdir);
+    map_control(path);
+    setenv("FAULT_CONTROL", path, 1);
+    setenv("LD_PRELOAD", getenv("FAULT_SHIM"), 1);
+    daemon_pid = start(NULL, &daemon_out);
+    unsetenv("LD_PRELOAD");
+    ck_assert_msg(file_has(log_path, "listening on http://"), "smart-proxyd did not start: %s",
+                  read_until(daemon_out, "\n\n"));
+}
+
+static void daemon_teardown(void)
+{
+    if (daemon_pid > 0) {
+        kill(daemon_pid, SIGTERM);
+        finish(daemon_pid);
+    }
+    close(daemon_out);
+    munmap(shim, sizeof(*shim));
+    scratch_remove(workdir);
+}
+
+/* POST /dynflow/tasks/launch; id: the task's, or "" unless 200. */
+static struct reply launch(char id[DF_UUID_BUF])
+{
+    struct reply r =
+        call("POST", "/dynflow/tasks/launch", LAUNCH_BODY, "Content-Type: application/json");
+    json_t *j = r.status == 200 ? json_loads(r.body, 0, NULL) : NULL;
+
+    snprintf(id, DF_UUID_BUF, "%s", j ? json_string_value(json_object_get(j, "task_id")) : "");
+    json_decref(j);
+    return r;
+}
+
+/* The task's status stops with result success (within 20 s). */
+static void expect_success(const char *id)
+{
+    char path[128];
+    bool stopped = false;
+
+    snprintf(path, sizeof(path), "/dynflow/tasks/%.36s/status", id);
+    for (double until = tu_now() + 20; !stopped && tu_now() < until; usleep(10000)) {
+        struct reply r = call("GET", path, NULL, NULL);
+        json_t *j = r.status == 200 ? json_loads(r.body, 0, NULL) : NULL;
+        const char *state = json_string_value(json_object_get(j, "state"));
+        stopped = state != NULL && strcmp(state, "stopped") == 0;
+        if (stopped)
+            ck_assert_str_eq(json_string_value(json_object_get(j, "result")), "success");
+        json_decref(j);
+    }
+    ck_assert_msg(stopped, "task %s did not stop", id);
+}
+
+static bool has_error_naming(const struct reply *r, const char *a, const char *b)
+{
+    json_t *j = json_loads(r->body, 0, NULL);
+    const char *e = json_string_value(json_object_get(j, "error"));
+    bool ok = e != NULL && strstr(e, a) != NULL && strstr(e, b) != NULL;
+
+    json_decref(j);
+    return ok;
+}
+
+#define MAX_ACKED 256
+
+START_TEST(launch_refused_while_writes_fail)
+{
+    static char acked[MAX_ACKED][DF_UUID_BUF];
+    size_t n = 0;
+    struct reply r;
+    double until;
+    sqlite3 *db;
+
+    for (; n < 3; n++)
+        ck_assert_int_eq(launch(acked[n]).status, 200);
+    atomic_store(&shim->write_rc, SQLITE_FULL);
+    /* accepted until the writer finds out (the next batch), then refused */
+    until = tu_now() + 10;
+    while ((r = launch(acked[n])).status == 200 && n + 1 < MAX_ACKED && tu_now() < until)
+        n++;
+    ck_assert_msg(r.status == 503, "%ld %s", r.status, r.body);
+    ck_assert_str_eq(r.content_type, "application/json");
+    ck_assert_msg(has_error_naming(&r, db_path, "database or disk is full"), "%s", r.body);
+    r = call("GET", "/dynflow/tasks/count", NULL, NULL);
+    ck_assert_msg(r.status == 503 && has_error_naming(&r, db_path, "disk is full"), "%ld %s",
+                  r.status, r.body);
+    ck_assert_msg(file_has(log_path, "database or disk is full; "), "not logged");
+
+    atomic_store(&shim->write_rc, 0);
+    until = tu_now() + 10;
+    while ((r = launch(acked[n])).status != 200 && tu_now() < until)
+        usleep(10000);
+    ck_assert_int_eq(r.status, 200);
+    n++;
+    for (size_t i = 0; i < n; i++)
+        expect_success(acked[i]);
+    ck_assert(file_has(log_path, "works again"));
+
+    kill(daemon_pid, SIGTERM);
+    ck_assert_int_eq(finish(daemon_pid), 0);
+    daemon_pid = 0;
+    ck_assert_int_eq(sqlite3_open_v2(db_path, &db, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
+    for (size_t i = 0; i < n; i++) {
+        char sql[256];
+        snprintf(sql, sizeof(sql),
+                 "SELECT count(*) FROM dynflow_execution_plans WHERE uuid = '%.36s' AND"
+                 " state = 'stopped' AND result = 'success'",
+                 acked[i]);
+        ck_assert_msg(query_int(db, sql) == 1, "task %s is not stored", acked[i]);
+    }
+    sqlite3_close(db);
+}
+END_TEST
+
 static Suite *faults_suite(void)
 {
     Suite *s = suite_create("faults");
@@ -236,6 +406,11 @@ static Suite *faults_suite(void)
     tcase_add_loop_test(tc, writes_fail_while_plans_run, 0,
                         (int)(sizeof(errors) / sizeof(errors[0])));
     tcase_add_loop_test(tc, stop_while_writes_fail, 0, (int)(sizeof(errors) / sizeof(errors[0])));
+    suite_add_tcase(s, tc);
+    tc = tcase_create("smart-proxyd");
+    tcase_add_checked_fixture(tc, daemon_setup, daemon_teardown);
+    tcase_set_timeout(tc, 120);
+    tcase_add_test(tc, launch_refused_while_writes_fail);
     suite_add_tcase(s, tc);
     return s;
 }
