@@ -316,6 +316,14 @@ static struct reply launch(char id[DF_UUID_BUF])
     return r;
 }
 
+static struct reply status_of(const char *id)
+{
+    char path[128];
+
+    snprintf(path, sizeof(path), "/dynflow/tasks/%.36s/status", id);
+    return call("GET", path, NULL, NULL);
+}
+
 /* The task's status stops with result success (within 20 s). */
 static void expect_success(const char *id)
 {
@@ -396,6 +404,93 @@ START_TEST(launch_refused_while_writes_fail)
 }
 END_TEST
 
+/* A request that may find the connection closed: false then, else r is the reply. */
+static bool try_call(const char *method, const char *path, const char *body, struct reply *r)
+{
+    struct curl_slist *headers = curl_slist_append(NULL, "Content-Type: application/json");
+    CURL *c = curl_easy_init();
+    char url[256];
+    CURLcode rc;
+
+    *r = (struct reply){0};
+    snprintf(url, sizeof(url), "http://127.0.0.1:%u%s", port, path);
+    curl_easy_setopt(c, CURLOPT_URL, url);
+    curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
+    if (body != NULL)
+        curl_easy_setopt(c, CURLOPT_POSTFIELDS, body);
+    curl_easy_setopt(c, CURLOPT_HTTPHEADER, headers);
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body);
+    curl_easy_setopt(c, CURLOPT_WRITEDATA, r);
+    curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, on_header);
+    curl_easy_setopt(c, CURLOPT_HEADERDATA, r);
+    curl_easy_setopt(c, CURLOPT_TIMEOUT, 10L);
+    rc = curl_easy_perform(c);
+    curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &r->status);
+    curl_easy_cleanup(c);
+    curl_slist_free_all(headers);
+    return rc == CURLE_OK && r->status != 0;
+}
+
+/* Allocations failed for one request at most this far in (the bound on K). */
+#define MAX_ALLOCATIONS 3000
+
+/* For N = 1, 2, … the N-th allocation in the daemon's request threads fails, until the request
+ * makes fewer than N: the reply is 503 JSON, a closed connection or the normal reply, never a
+ * crash, and the next request is served.  Prints what happened as a JSON line. */
+static void fail_each_allocation(const char *what, const char *method, const char *path,
+                                 const char *body)
+{
+    unsigned n, refused = 0, dropped = 0, answered = 0;
+
+    snprintf(shim->thread_prefix, sizeof(shim->thread_prefix), "MHD-");
+    for (n = 1; n <= MAX_ALLOCATIONS; n++) {
+        int before = atomic_load(&shim->malloc_failed);
+        struct reply r;
+        bool replied;
+
+        atomic_store(&shim->malloc_at, (int)n);
+        replied = try_call(method, path, body, &r);
+        atomic_store(&shim->malloc_at, 0);
+        ck_assert_msg(waitpid(daemon_pid, NULL, WNOHANG) == 0,
+                      "%s: smart-proxyd died when allocation %u failed: %s", what, n,
+                      read_until(daemon_out, "\n\n"));
+        if (atomic_load(&shim->malloc_failed) == before)
+            break; /* the request made fewer than n allocations */
+        if (!replied) {
+            dropped++;
+        } else if (r.status == 503) {
+            ck_assert_msg(has_error_naming(&r, "", ""), "%s, allocation %u: %s", what, n, r.body);
+            refused++;
+        } else {
+            json_t *j = json_loads(r.body, 0, NULL);
+            const char *id = json_string_value(json_object_get(j, "task_id"));
+            ck_assert_msg(r.status == 200 && j != NULL, "%s, allocation %u: %ld %s", what, n,
+                          r.status, r.body);
+            if (id != NULL) /* a task created is created whole */
+                ck_assert_msg(strstr(status_of(id).body, "\"callback_host\"") != NULL,
+                              "%s, allocation %u: task %s has no callback host", what, n, id);
+            json_decref(j);
+            answered++;
+        }
+        ck_assert_int_eq(call("GET", "/dynflow/tasks/count", NULL, NULL).status, 200);
+    }
+    printf("{\"case\":\"malloc\",\"request\":\"%s\",\"allocations\":%u,\"bounded\":%s,"
+           "\"refused_503\":%u,\"connection_closed\":%u,\"answered\":%u}\n",
+           what, n - 1, n > MAX_ALLOCATIONS ? "true" : "false", refused, dropped, answered);
+}
+
+START_TEST(allocation_failures_in_the_request_path)
+{
+    char id[DF_UUID_BUF], path[128];
+
+    ck_assert_int_eq(launch(id).status, 200);
+    expect_success(id);
+    snprintf(path, sizeof(path), "/dynflow/tasks/%s/status", id);
+    fail_each_allocation("status", "GET", path, NULL);
+    fail_each_allocation("launch", "POST", "/dynflow/tasks/launch", LAUNCH_BODY);
+}
+END_TEST
+
 static Suite *faults_suite(void)
 {
     Suite *s = suite_create("faults");
@@ -411,6 +506,7 @@ static Suite *faults_suite(void)
     tcase_add_checked_fixture(tc, daemon_setup, daemon_teardown);
     tcase_set_timeout(tc, 120);
     tcase_add_test(tc, launch_refused_while_writes_fail);
+    tcase_add_test(tc, allocation_failures_in_the_request_path);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -6,8 +6,12 @@
 #include "faultshim.h"
 
 #include <errno.h>
+#include <execinfo.h>
 #include <fcntl.h>
+#include <link.h>
+#include <signal.h>
 #include <stdbool.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -23,6 +27,17 @@ void *__libc_realloc(void *p, size_t n);
 
 static struct fault_control *ctl;
 
+/* A crash prints its stack to standard error, which the test shows when the daemon died. */
+static void on_crash(int sig)
+{
+    void *frames[64];
+    int n = backtrace(frames, 64);
+
+    backtrace_symbols_fd(frames, n, 2);
+    signal(sig, SIG_DFL);
+    raise(sig);
+}
+
 __attribute__((constructor)) static void faultshim_init(void)
 {
     const char *path = getenv("FAULT_CONTROL");
@@ -37,6 +52,33 @@ __attribute__((constructor)) static void faultshim_init(void)
         return;
     ctl = map;
     faultvfs_install(&ctl->write_rc);
+    backtrace(&map, 1); /* loads what backtrace() needs now, not in a crash */
+    signal(SIGSEGV, on_crash);
+    signal(SIGABRT, on_crash);
+    signal(SIGBUS, on_crash);
+}
+
+static __thread bool inside; /* this thread is in fail_now() */
+
+/* Whether an allocation from this call stack may fail: its innermost frame in an exported
+ * function of libdynflow-core is one of the API's, or there is none. */
+static bool failable_here(void)
+{
+    void *frames[64];
+    int n = backtrace(frames, 64);
+
+    for (int i = 1; i < n; i++) {
+        const ElfW(Sym) *sym = NULL;
+        Dl_info info;
+        if (dladdr1(frames[i], &info, (void **)&sym, RTLD_DL_SYMENT) == 0 ||
+            info.dli_fname == NULL || strstr(info.dli_fname, "libdynflow-core") == NULL)
+            continue;
+        if (sym == NULL || info.dli_sname == NULL ||
+            (char *)frames[i] >= (char *)info.dli_saddr + sym->st_size)
+            continue; /* a function of the library's own, not exported */
+        return strncmp(info.dli_sname, "df_api_", 7) == 0;
+    }
+    return true;
 }
 
 static bool counted_thread(void)
@@ -48,12 +90,34 @@ static bool counted_thread(void)
            (prctl(PR_GET_NAME, name) == 0 && strncmp(name, ctl->thread_prefix, len) == 0);
 }
 
+/* FAULT_TRACE=file: appends the stack of each failed allocation, to find what mishandled it. */
+static void trace_failure(void)
+{
+    const char *path = getenv("FAULT_TRACE");
+    void *frames[64];
+    int fd;
+
+    if (path == NULL || (fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600)) < 0)
+        return;
+    inside = true;
+    dprintf(fd, "== allocation failed\n");
+    backtrace_symbols_fd(frames, backtrace(frames, 64), fd);
+    inside = false;
+    close(fd);
+}
+
 /* Whether this allocation is the one that fails. */
 static bool fail_now(void)
 {
     int left;
+    bool counted;
 
-    if (ctl == NULL || atomic_load(&ctl->malloc_at) <= 0 || !counted_thread())
+    if (ctl == NULL || atomic_load(&ctl->malloc_at) <= 0 || inside)
+        return false;
+    inside = true;
+    counted = counted_thread() && failable_here();
+    inside = false;
+    if (!counted)
         return false;
     left = atomic_fetch_sub(&ctl->malloc_at, 1);
     if (left != 1) {
@@ -62,6 +126,7 @@ static bool fail_now(void)
         return false;
     }
     atomic_fetch_add(&ctl->malloc_failed, 1);
+    trace_failure();
     errno = ENOMEM;
     return true;
 }
