@@ -501,8 +501,9 @@ static void requeue(struct df_writer *wr, struct df_wop *ops)
     wr->head = keep;
 }
 
-/* Writer lock held: the failure is reported once, then every RELOG_US while it lasts. */
-static void note_failure(df_world *w, const df_error *err)
+/* Writer lock held: the batch goes back to the queue; the failure is reported once, then
+ * every RELOG_US while it lasts. */
+static void note_failure(df_world *w, const df_error *err, struct df_wop *ops)
 {
     struct df_writer *wr = &w->writer;
     int64_t now = df_now_us();
@@ -511,6 +512,7 @@ static void note_failure(df_world *w, const df_error *err)
     snprintf(wr->failure.text, sizeof(wr->failure.text),
              "cannot write to the database '%s': %.400s",
              w->database ? w->database : ":memory:", err->text);
+    requeue(wr, ops);
     if (first)
         wr->failing_since = now;
     wr->failing = true;
@@ -518,7 +520,7 @@ static void note_failure(df_world *w, const df_error *err)
     if (first || now - wr->logged_at >= RELOG_US) {
         wr->logged_at = now;
         df_world_log(w, DF_LOG_ERROR,
-                     "%s; %zu changes are kept in memory and written again every %.1f s at "
+                     "%s; %zu queued writes are kept in memory and tried again every %.1f s at "
                      "most; steps do not start and new tasks are refused until then",
                      wr->failure.text, wr->n_ops, RETRY_MAX_US / 1e6);
     }
@@ -600,8 +602,7 @@ static void *writer_thread(void *arg)
             wr->batch_done = batch;
             free_ops(ops);
         } else {
-            note_failure(w, &err);
-            requeue(wr, ops);
+            note_failure(w, &err, ops);
         }
         pthread_cond_broadcast(&wr->done_cond);
         if (rc < 0 && wr->stop && wr->attempts > 1)
@@ -611,7 +612,8 @@ static void *writer_thread(void *arg)
     }
     if (wr->head != NULL)
         df_world_log(w, DF_LOG_ERROR,
-                     "stopping with %zu changes not written: %s; the database keeps its last "
+                     "stopping with %zu queued writes that could not be written: %s; the database "
+                     "keeps its last "
                      "committed state",
                      wr->n_ops, wr->failure.text);
     free_ops(wr->head);

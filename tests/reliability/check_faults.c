@@ -229,7 +229,7 @@ START_TEST(stop_while_writes_fail)
     tu_trigger(w, "Faults::Entry", NULL);
     ck_assert(WAIT_UNTIL(df_world_writable(w, &err) < 0, 10));
     df_world_free(w);
-    ck_assert_msg(log_has(DF_LOG_ERROR, "changes not written"), "%s", logged);
+    ck_assert_msg(log_has(DF_LOG_ERROR, "could not be written"), "%s", logged);
     ck_assert_int_eq(atomic_load(&uncommitted), 0);
     atomic_store(&armed, 0);
     expect_stored(1);
