@@ -583,6 +583,7 @@ void df_api_free(df_api *api)
     df_hash_free(api->otps);
     pthread_mutex_destroy(&api->otp_lock);
     free(api);
+    json_set_alloc_funcs(malloc, free); /* json_alloc goes when the library is unloaded */
 }
 
 int df_api_register_operation(df_api *api, const struct df_plugin_operation *op, df_error *err)
