@@ -59,6 +59,74 @@ struct dynflow {
 
 typedef void (*api_fn)(df_api *api, const struct df_api_request *req, struct df_api_response *res);
 
+/* The reply when an allocation failed building one: static, never freed. */
+static const char out_of_memory[] = "{\"error\":\"out of memory: the reply could not be built\"}";
+
+static void keep_static(void *body)
+{
+    (void)body;
+}
+
+struct text {
+    char *s;
+    size_t len, cap;
+    bool failed;
+};
+
+static int append_text(const char *buf, size_t n, void *ud)
+{
+    struct text *t = ud;
+
+    if (!t->failed && t->len + n + 1 > t->cap) {
+        size_t cap = (t->len + n + 1) * 2;
+        char *s = realloc(t->s, cap);
+        t->failed = s == NULL;
+        if (s != NULL) {
+            t->s = s;
+            t->cap = cap;
+        }
+    }
+    if (t->failed)
+        return -1;
+    memcpy(t->s + t->len, buf, n);
+    t->len += n;
+    t->s[t->len] = '\0';
+    return 0;
+}
+
+/* json_dumps(), but NULL when a write failed: jansson (2.14) ignores a failed write of an
+ * object's key and returns the JSON without it. */
+static char *dump_json(const json_t *j)
+{
+    struct text t = {0};
+
+    if (json_dump_callback(j, append_text, &t, JSON_COMPACT) < 0 || t.failed || t.s == NULL) {
+        free(t.s);
+        return NULL;
+    }
+    return t.s;
+}
+
+/* A JSON reply (body steals; NULL: empty unless failed), or 503 when it cannot be built. */
+static void reply_json(struct sp_response *res, unsigned status, json_t *body, bool failed)
+{
+    char *text = body != NULL ? dump_json(body) : failed ? NULL : strdup("");
+
+    json_decref(body);
+    res->content_type = "application/json";
+    if (text == NULL) {
+        res->status = 503;
+        res->body = (char *)out_of_memory;
+        res->body_len = sizeof(out_of_memory) - 1;
+        res->free_body = keep_static;
+        return;
+    }
+    res->status = status;
+    res->body = text;
+    res->body_len = strlen(text);
+    res->free_body = free;
+}
+
 static int respond(const struct sp_request *req, struct sp_response *res, api_fn fn,
                    struct dynflow *df, bool done_event)
 {
@@ -79,12 +147,23 @@ static int respond(const struct sp_request *req, struct sp_response *res, api_fn
         fn(df->api, &ar, &out);
     else
         df_api_event(df->api, &ar, done_event, &out);
-    res->status = out.status;
-    res->content_type = "application/json";
-    res->body = out.body != NULL ? json_dumps(out.body, JSON_COMPACT) : strdup("");
-    res->body_len = res->body != NULL ? strlen(res->body) : 0;
-    res->free_body = free;
-    json_decref(out.body);
+    /* only update and done answer 200 with no body; else no body means an allocation failed */
+    reply_json(res, out.status, out.body, out.body == NULL && (fn != NULL || out.status != 200));
+    return 0;
+}
+
+/* Routes that create tasks: while the database cannot be written, 503 before anything is
+ * created, as no step would start (doc/persistence.md). */
+static int respond_creating(const struct sp_request *req, struct sp_response *res, api_fn fn,
+                            struct dynflow *df)
+{
+    df_error err;
+    json_t *body;
+
+    if (df_world_writable(df->w, &err) == 0)
+        return respond(req, res, fn, df, false);
+    body = json_pack("{s:s+}", "error", "the task was not created: ", err.text);
+    reply_json(res, 503, body, true);
     return 0;
 }
 
@@ -94,9 +173,15 @@ static int respond(const struct sp_request *req, struct sp_response *res, api_fn
         return respond(req, res, fn, state, false);                                                \
     }
 
+#define CREATING_ROUTE(handler, fn)                                                                \
+    static int handler(void *state, const struct sp_request *req, struct sp_response *res)         \
+    {                                                                                              \
+        return respond_creating(req, res, fn, state);                                              \
+    }
+
 ROUTE(bulk_status, df_api_bulk_status)
-ROUTE(launch, df_api_launch)
-ROUTE(trigger, df_api_trigger)
+CREATING_ROUTE(launch, df_api_launch)
+CREATING_ROUTE(trigger, df_api_trigger)
 ROUTE(cancel, df_api_cancel)
 ROUTE(status, df_api_status)
 ROUTE(count, df_api_count)
@@ -422,8 +507,8 @@ static double number(const json_t *settings, const char *key, double fallback)
     return json_is_number(v) ? json_number_value(v) : fallback;
 }
 
-/* The host's log for the runner dispatcher. */
-static void runner_log(void *ctx, int level, const char *fmt, va_list ap)
+/* The host's log for the engine and the runner dispatcher. */
+static void host_log(void *ctx, int level, const char *fmt, va_list ap)
 {
     const struct sp_host_api *host = ctx;
     char msg[1024];
@@ -444,7 +529,7 @@ static int setup_runners(struct dynflow *df, const json_t *settings, df_error *e
     struct df_runner_config cfg = {
         .refresh_interval = number(settings, "runner_refresh_interval", 1),
         .max_concurrent = (unsigned)number(settings, "max_concurrent_runners", 1000),
-        .log = df->host != NULL ? runner_log : NULL,
+        .log = df->host != NULL ? host_log : NULL,
         .log_ctx = (void *)df->host,
     };
 
@@ -465,6 +550,8 @@ static int start_internal(struct dynflow *df, const json_t *settings, bool publi
         .database = database,
         .pool_size = (unsigned)number(settings, "pool_size", 0),
         .cleaner_age = number(settings, "execution_plan_cleaner_age", 1800),
+        .log = df->host != NULL ? host_log : NULL,
+        .log_ctx = (void *)df->host,
     };
     df_error err = {{0}};
 

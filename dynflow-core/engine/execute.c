@@ -165,11 +165,13 @@ static int dereference_input(df_plan *p, struct df_action *a)
 /* ---- one execution of an action's code ----------------------------------- */
 
 /* Marks the step running and prepares the action's working output; with a
- * file database the change is committed before the action's code starts.
+ * file database the change is committed before the action's code starts: while
+ * the database cannot be written, this waits (doc/persistence.md).
  * Called with the plan lock held; returns with it released. */
 static int begin_exec(df_plan *p, struct df_action *a, struct df_step *s, enum df_phase phase,
                       bool skipping)
 {
+    df_error err;
     int rc;
 
     if (!skipping)
@@ -183,8 +185,8 @@ static int begin_exec(df_plan *p, struct df_action *a, struct df_step *s, enum d
     rc = dereference_input(p, a);
     pthread_mutex_unlock(&p->lock);
     df_plan_commit(p);
-    if (p->w->durable)
-        df_writer_sync(p->w);
+    if (p->w->durable && df_writer_sync(p->w, true, &err) < 0 && rc == 0)
+        rc = df_action_error(a, "the step was not started: %s", err.text);
     return rc;
 }
 
@@ -834,7 +836,7 @@ void df_action_drop_chunks(df_action *a)
 {
     pthread_mutex_lock(&a->plan->lock);
     json_array_clear(a->chunks);
-    a->chunks_stored = 0;
+    a->chunks_stored = a->chunks_committed = 0;
     a->chunks_drop = true;
     pthread_mutex_unlock(&a->plan->lock);
 }

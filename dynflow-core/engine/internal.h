@@ -114,7 +114,11 @@ struct df_action {
     json_t *chunks;       /* [{"chunk", "kind", "timestamp"}…] */
     size_t chunks_stored; /* chunks already written */
     bool chunks_drop;     /* stored chunks must be deleted */
-    bool has_refs;        /* input holds output references */
+    /* What the last committed batch stored (the writer's; a failed batch goes back to it) */
+    size_t chunks_committed;
+    bool drop_written; /* the chunks were deleted in a batch not yet committed */
+    bool committed;
+    bool has_refs; /* input holds output references */
     bool secrets_lost;
     bool stored;
     unsigned dirty;
@@ -133,6 +137,7 @@ struct df_delayed {
     char **blocked_by; /* chain prerequisites */
     size_t n_blocked_by;
     bool dirty, deleted, stored;
+    bool committed; /* stored as of the last committed batch */
 };
 
 struct df_plan {
@@ -164,6 +169,7 @@ struct df_plan {
     char *rescued;         /* failed step sets already rescued: ",3,5;,7" */
     unsigned dirty;
     bool stored;
+    bool committed;               /* stored as of the last committed batch */
     bool queued;                  /* in the writer queue (guarded by the writer lock) */
     struct df_planning *planning; /* only while planning */
 };
@@ -254,12 +260,19 @@ struct df_wop; /* writer operation (persist.c) */
 struct df_writer {
     pthread_t thread;
     bool running, stop;
+    bool releasing; /* the world is being freed: waiters give up while writes fail */
     pthread_mutex_t lock;
     pthread_cond_t cond;      /* wakes the writer */
-    pthread_cond_t done_cond; /* batch committed */
+    pthread_cond_t done_cond; /* a batch committed or failed */
     struct df_wop *head, *tail;
     uint64_t batch_started, batch_done;
     size_t n_ops; /* queued operations */
+    /* Since a batch failed and until one commits (doc/persistence.md) */
+    bool failing;
+    df_error failure;      /* why the last batch failed */
+    int64_t failing_since; /* µs */
+    int64_t logged_at;     /* µs: the last error logged */
+    unsigned attempts;     /* failed batches in a row */
 };
 
 struct df_world {
@@ -283,6 +296,8 @@ struct df_world {
     atomic_int n_chained; /* delayed plans waiting for other plans */
     struct df_timers timers;
     struct df_writer writer;
+    void (*log)(void *ctx, int level, const char *fmt, va_list ap);
+    void *log_ctx;
     atomic_llong next_timer_id;
     bool started;
     struct df_attachment {
@@ -293,6 +308,9 @@ struct df_world {
     } attached[4];
 };
 
+/* To the daemon's log (struct df_world_config), else standard error. */
+void df_world_log(df_world *w, int level, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 const struct df_action_class *df_world_class(df_world *w, const char *name);
 struct df_queue *df_world_queue(df_world *w, const char *name);
 
@@ -365,6 +383,8 @@ json_t *df_step_to_json_locked(df_plan *p, struct df_step *s);
 
 /* ---- persistence (persist.c) ------------------------------------------- */
 int df_writer_start(df_world *w, df_error *err);
+/* Waiters that wait through failures give up (-ECANCELED) while writes fail. */
+void df_writer_release(df_world *w);
 void df_writer_stop(df_world *w);
 /* Queues the plan for writing (its dirty flags say what). */
 void df_writer_plan(df_world *w, df_plan *p);
@@ -374,8 +394,12 @@ int df_writer_clean(df_world *w, int64_t ended_before, uint64_t *removed, df_err
 /* Triggering waits while the writer is this far behind, bounding memory. */
 #define DF_WRITER_BACKLOG 8192
 void df_writer_throttle(df_world *w);
-/* Waits until everything queued so far is committed. */
-void df_writer_sync(df_world *w);
+/* Waits until everything queued so far is committed.  A failed batch is retried
+ * (doc/persistence.md): with through_failures the wait goes on until a batch commits, else it
+ * ends at once with -EIO and err saying why.  -ECANCELED: df_writer_release() while failing. */
+int df_writer_sync(df_world *w, bool through_failures, df_error *err);
+/* 0, or -EIO with the failure of the last batch. */
+int df_writer_health(df_world *w, df_error *err);
 /* Loads a plan from the store (a new reference), or NULL. */
 df_plan *df_persist_load(df_world *w, const char *id);
 /* Reloads what a previous process left: plans, delayed plans, timers. */

@@ -16,6 +16,7 @@
 #define DYNFLOW_H
 
 #include <jansson.h>
+#include <stdarg.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -179,6 +180,9 @@ void *df_mw_data(const df_mw_call *call);            /* the middleware's data */
 /* ---------------------------------------------------------------------- */
 /* World                                                                   */
 
+/* Levels of a log message (syslog's numbers, as the host's). */
+enum df_log_level { DF_LOG_ERROR = 3, DF_LOG_WARNING = 4, DF_LOG_INFO = 6, DF_LOG_DEBUG = 7 };
+
 struct df_world_config {
     const char *database;    /* NULL or "": in-memory SQLite; else a file (WAL) */
     unsigned pool_size;      /* workers of the default queue; 0: 5 */
@@ -186,6 +190,10 @@ struct df_world_config {
     double cleaner_age;      /* seconds; 0: no plan cleaner */
     double cleaner_interval; /* seconds between cleaner runs; 0: min(age, 60) */
     const char *world_id;    /* NULL: a new UUID */
+    /* Optional: the daemon's log, for what the engine has to report on its own (a database
+     * that cannot be written, and that it works again); NULL: standard error. */
+    void (*log)(void *ctx, int level, const char *fmt, va_list ap);
+    void *log_ctx;
 };
 
 /* Creates a world; threads start in df_world_start(). NULL on failure. */
@@ -209,8 +217,14 @@ int df_world_attach(df_world *w, const void *key, void *data, void (*stop)(void 
                     void (*release)(void *data));
 /* The data attached under key, or NULL. */
 void *df_world_attachment(df_world *w, const void *key);
-/* Blocks until everything changed so far is committed to the database. */
+/* Blocks until everything changed so far is committed to the database (while writes fail,
+ * until they work again or the world is being freed). */
 void df_world_sync(df_world *w);
+/* 0 while the database can be written; -EIO with err saying why (the database and SQLite's
+ * reason) since a write failed and until one works again.  Nothing new should be created
+ * meanwhile: the engine keeps every change in memory and retries, but starts no step whose
+ * start is not committed (doc/persistence.md). */
+int df_world_writable(df_world *w, df_error *err);
 
 /* ---------------------------------------------------------------------- */
 /* Triggering                                                              */
