@@ -78,12 +78,11 @@ static void daemon_start(void)
     int fd;
 
     snprintf(text, sizeof(text),
-             ":https_port: %u\n:bind_host: 127.0.0.1\n:module_directory: %s\n"
+             ":https_port: 0\n:bind_host: 127.0.0.1\n:module_directory: %s\n"
              ":ssl_certificate: %s/server.pem\n:ssl_private_key: %s/server.key\n"
              ":ssl_ca_file: %s/ca.pem\n:trusted_hosts: [foreman.example.com]\n"
              ":log_file: %s/proxy.log\n:request_header_timeout: %d\n",
-             https_port, getenv("DYNFLOW_MODULE_DIR"), certs, certs, certs, workdir,
-             HEADER_TIMEOUT);
+             getenv("DYNFLOW_MODULE_DIR"), certs, certs, certs, workdir, HEADER_TIMEOUT);
     scratch_write(workdir, "settings.yml", text);
     snprintf(out, sizeof(out), "%s/settings.d", workdir);
     mkdir(out, 0700);
@@ -99,7 +98,8 @@ static void daemon_start(void)
         _exit(127);
     }
     snprintf(out, sizeof(out), "%s/proxy.log", workdir);
-    ck_assert_msg(file_has(out, "listening on"), "smart-proxyd did not start");
+    https_port = listening_port(out, "https");
+    ck_assert_msg(https_port != 0, "smart-proxyd did not start");
 }
 
 static void setup(void)
@@ -118,7 +118,6 @@ static void setup(void)
     scratch_new(certs, sizeof(certs), "flood-certs");
     scratch_certs(certs);
     scratch_new(workdir, sizeof(workdir), "flood");
-    https_port = free_port();
     daemon_start();
 }
 
