@@ -59,6 +59,48 @@ struct dynflow {
 
 typedef void (*api_fn)(df_api *api, const struct df_api_request *req, struct df_api_response *res);
 
+struct status_reader {
+    const struct sp_host_api *host;
+    df_json_stream *stream;
+};
+
+static long read_stream(void *reader, char *buf, size_t max)
+{
+    struct status_reader *sr = reader;
+    df_error err;
+    long n = df_json_stream_read(sr->stream, buf, max, &err);
+
+    if (n < 0 && sr->host != NULL)
+        sr->host->log(sr->host->ctx, SP_LOG_ERROR, "a status reply is cut short: %s", err.text);
+    return n;
+}
+
+static void free_stream(void *reader)
+{
+    struct status_reader *sr = reader;
+
+    df_json_stream_free(sr->stream);
+    free(sr);
+}
+
+/* The status routes' bodies are read from the store while they are sent (doc/output.md). */
+static int stream_body(struct sp_response *res, df_json_stream *stream,
+                       const struct sp_host_api *host)
+{
+    struct status_reader *sr = malloc(sizeof(*sr));
+
+    if (sr == NULL) {
+        df_json_stream_free(stream);
+        return -ENOMEM;
+    }
+    sr->host = host;
+    sr->stream = stream;
+    res->read = read_stream;
+    res->reader = sr;
+    res->free_reader = free_stream;
+    return 0;
+}
+
 static int respond(const struct sp_request *req, struct sp_response *res, api_fn fn,
                    struct dynflow *df, bool done_event)
 {
@@ -81,6 +123,8 @@ static int respond(const struct sp_request *req, struct sp_response *res, api_fn
         df_api_event(df->api, &ar, done_event, &out);
     res->status = out.status;
     res->content_type = "application/json";
+    if (out.stream != NULL)
+        return stream_body(res, out.stream, df->host);
     res->body = out.body != NULL ? json_dumps(out.body, JSON_COMPACT) : strdup("");
     res->body_len = res->body != NULL ? strlen(res->body) : 0;
     res->free_body = free;
