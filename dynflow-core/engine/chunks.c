@@ -44,13 +44,19 @@ void df_chunks_forget_stored(struct df_action *a)
 int64_t df_chunks_store_below(struct df_action *a)
 {
     json_t *first = json_array_get(a->chunks, 0);
+    int64_t last = a->last_chunk_id;
 
     if (!a->plan->w->durable || a->chunks_drop)
         return 0;
-    /* rows are added in order: those before the first chunk in memory are not in memory */
-    return json_is_integer(json_object_get(first, "id"))
-               ? json_integer_value(json_object_get(first, "id"))
-               : INT64_MAX;
+    /* rows are added in order: those before the first chunk memory holds are not in memory */
+    if (json_is_integer(json_object_get(first, "id")))
+        return json_integer_value(json_object_get(first, "id"));
+    /* memory holds no written chunk: every row there is so far (a stream reads later, when the
+     * chunks in memory may have rows too) */
+    if (last == 0 && store_max_chunk_id(a->plan->w->st, a->plan->id, a->id, &last, NULL) < 0)
+        return INT64_MAX;
+    a->last_chunk_id = last;
+    return last + 1;
 }
 
 static int add_stored(void *ud, const struct store_chunk_row *r)

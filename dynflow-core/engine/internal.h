@@ -105,17 +105,18 @@ struct df_action {
     const struct df_action_class *cls; /* NULL: the class is not registered here */
     char *class_name;
     int plan_step_id, run_step_id, finalize_step_id;
-    int parent_id;        /* planning parent in this plan, 0 for the entry action */
-    char *caller_plan_id; /* entry action of a sub-plan: the parent plan */
-    int caller_action_id; /* with caller_plan_id: the action in the parent plan */
-    json_t *input;        /* with secrets: memory only */
-    json_t *input_stored; /* redacted copy when the input has secrets, else NULL */
-    json_t *output;       /* published output */
-    json_t *chunks;       /* [{"chunk", "kind", "timestamp", "id" once written}…]: not yet
-                             committed (file database), or all of them (in memory) */
-    size_t chunks_stored; /* chunks already written */
-    bool chunks_drop;     /* stored chunks must be deleted */
-    bool has_refs;        /* input holds output references */
+    int parent_id;         /* planning parent in this plan, 0 for the entry action */
+    char *caller_plan_id;  /* entry action of a sub-plan: the parent plan */
+    int caller_action_id;  /* with caller_plan_id: the action in the parent plan */
+    json_t *input;         /* with secrets: memory only */
+    json_t *input_stored;  /* redacted copy when the input has secrets, else NULL */
+    json_t *output;        /* published output */
+    json_t *chunks;        /* [{"chunk", "kind", "timestamp", "id" once written}…]: not yet
+                              committed (file database), or all of them (in memory) */
+    size_t chunks_stored;  /* chunks already written */
+    int64_t last_chunk_id; /* the row id of the last chunk written; 0: unknown (loaded) */
+    bool chunks_drop;      /* stored chunks must be deleted */
+    bool has_refs;         /* input holds output references */
     bool secrets_lost;
     bool stored;
     unsigned dirty;

@@ -275,8 +275,10 @@ static int write_chunks(store *st, df_plan *p, struct df_action *a, df_error *er
             .chunk = chunk};
         int64_t id = 0;
         rc = store_add_chunk(st, &r, &id, err);
-        if (rc == 0)
+        if (rc == 0) {
             json_object_set_new(c, "id", json_integer(id));
+            a->last_chunk_id = id;
+        }
         free(chunk);
     }
     return rc;

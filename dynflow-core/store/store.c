@@ -206,6 +206,7 @@ enum stmt_id {
     S_DEPENDENCIES,
     S_TIMERS,
     S_MAX_TIMER,
+    S_MAX_CHUNK,
     S_COUNT
 };
 #define S_FIRST_READ S_READ_BEGIN
@@ -275,6 +276,8 @@ static const char *const stmt_sql[S_COUNT] = {
                        " WHERE execution_plan_uuid = ?1 ORDER BY blocked_by_uuid",
     [S_TIMERS] = "SELECT " TIMER_COLS " FROM dynflow_timers ORDER BY due_at, id",
     [S_MAX_TIMER] = "SELECT coalesce(max(id), 0) FROM dynflow_timers",
+    [S_MAX_CHUNK] = "SELECT coalesce(max(id), 0) FROM dynflow_output_chunks"
+                    " WHERE execution_plan_uuid = ?1 AND action_id = ?2",
 };
 
 struct store {
@@ -1194,6 +1197,21 @@ int store_each_timer(store *st, int (*fn)(void *ud, const struct store_timer_row
 
     pthread_mutex_lock(st->rlock);
     rc = query(st->stmt[S_TIMERS], row_timer, &cb, err, "listing the timers");
+    pthread_mutex_unlock(st->rlock);
+    return rc;
+}
+
+int store_max_chunk_id(store *st, const char *plan_uuid, int action_id, int64_t *id, df_error *err)
+{
+    sqlite3_stmt *s = st->stmt[S_MAX_CHUNK];
+    int rc;
+
+    *id = 0;
+    pthread_mutex_lock(st->rlock);
+    bind_text(s, 1, plan_uuid);
+    sqlite3_bind_int(s, 2, action_id);
+    rc = query(s, row_int64, id, err, "reading the last output chunk of action %d of plan %s",
+               action_id, plan_uuid);
     pthread_mutex_unlock(st->rlock);
     return rc;
 }

@@ -157,6 +157,8 @@ int store_each_status(store *st, const char *uuids_json,
 int store_each_chunk(store *st, const char *plan_uuid, int action_id, int64_t after, int64_t before,
                      unsigned limit, int (*fn)(void *ud, const struct store_chunk_row *r), void *ud,
                      df_error *err);
+/* The largest id among one action's output chunks (0 if none). */
+int store_max_chunk_id(store *st, const char *plan_uuid, int action_id, int64_t *id, df_error *err);
 int store_each_delayed(store *st, int (*fn)(void *ud, const struct store_delayed_row *r), void *ud,
                        df_error *err);
 /* Plan ids plan_uuid waits for (chain prerequisites). */

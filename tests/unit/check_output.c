@@ -213,6 +213,98 @@ START_TEST(large_output_is_capped_stored_and_streamed)
 }
 END_TEST
 
+/* ---- output chunks in the engine: presented and streamed the same, from memory and store ---- */
+
+/* Run: each DF_EVENT_USER event {"records": [...]} is one chunk; {"end": true} ends the step. */
+static int chunky_run(df_action *a, const df_event *ev)
+{
+    if (ev != NULL && json_is_true(json_object_get(ev->data, "end")))
+        return 0;
+    if (ev != NULL)
+        df_action_output_chunk(a, json_incref(json_object_get(ev->data, "records")), NULL, 0);
+    df_action_suspend(a);
+    return 0;
+}
+
+static void chunky_present(df_action *a, json_t *output)
+{
+    df_action_present_chunks(a, output, "result");
+}
+
+static const struct df_action_class chunky = {
+    .name = "Test::Chunky", .run = chunky_run, .present = chunky_present};
+
+/* The result as df_plan_json presents it and as the stream writes it; both must be expected. */
+static void expect_result(df_world *w, const char *id, const char *expected)
+{
+    json_t *j = tu_json(w, id, DF_JSON_ACTIONS), *streamed, *want = json_loads(expected, 0, NULL);
+    json_t *result = json_object_get(json_object_get(tu_find_action(j, 1), "output"), "result");
+    char *text = json_dumps(result, JSON_COMPACT);
+
+    ck_assert_msg(json_equal(result, want), "presented %s, expected %s", text, expected);
+    streamed = tu_stream_json(df_plan_stream(w, id, DF_JSON_ACTIONS));
+    ck_assert_msg(json_equal(streamed, j), "the stream differs from the presented document");
+    free(text);
+    json_decref(streamed);
+    json_decref(want);
+    json_decref(j);
+}
+
+static void send_records(df_world *w, const char *id, const char *records)
+{
+    json_t *data = json_pack("{s:o}", "records", json_loads(records, 0, NULL));
+
+    tu_event(w, id, 2, DF_EVENT_USER, data, 0);
+    json_decref(data);
+}
+
+/* With a file database the chunks leave memory once committed and are read back; with an
+ * in-memory one they stay; after a restart they come from the store; the stream writes what
+ * df_plan_json presents, chunk arrays concatenated, empty ones and non-arrays left out. */
+START_TEST(chunks_presented_and_streamed)
+{
+    char db[600], id[DF_UUID_BUF];
+    struct df_world_config cfg = {.database = db};
+    df_world *w;
+
+    tu_db_path(db, sizeof(db), "chunks");
+    if (_i == 1)
+        db[0] = '\0'; /* in memory */
+    w = tu_world(&cfg, &chunky, 1);
+    snprintf(id, sizeof(id), "%s", tu_trigger(w, "Test::Chunky", json_object()));
+    ck_assert(WAIT_UNTIL(tu_step_is(w, id, 2, "suspended"), 10));
+    expect_result(w, id, "[]");
+    send_records(w, id, "[1, \"two\"]");
+    send_records(w, id, "[]");
+    ck_assert(WAIT_UNTIL(json_array_size(json_object_get(
+                             json_object_get(tu_action(w, id, 1), "output"), "result")) == 2,
+                         10));
+    df_world_sync(w); /* the first chunks are committed ... */
+    send_records(w, id, "[{\"three\": 3}]");
+    send_records(w, id, "\"not an array\"");
+    send_records(w, id, "[4]");
+    ck_assert(WAIT_UNTIL(json_array_size(json_object_get(
+                             json_object_get(tu_action(w, id, 1), "output"), "result")) == 4,
+                         10));
+    expect_result(w, id, "[1, \"two\", {\"three\": 3}, 4]"); /* ... the last may not be */
+    df_world_sync(w);
+    expect_result(w, id, "[1, \"two\", {\"three\": 3}, 4]");
+    json_t *end = json_pack("{s:b}", "end", 1);
+    tu_event(w, id, 2, DF_EVENT_USER, end, 0);
+    json_decref(end);
+    tu_wait(w, id);
+    expect_result(w, id, "[1, \"two\", {\"three\": 3}, 4]");
+    df_world_free(w);
+    if (_i == 1)
+        return;
+    w = tu_world(&cfg, &chunky, 1); /* a restart: everything comes from the store */
+    expect_result(w, id, "[1, \"two\", {\"three\": 3}, 4]");
+    ck_assert_ptr_null(df_plan_stream(w, "00000000-0000-4000-8000-000000000000", 0));
+    df_world_free(w);
+    tu_db_remove(db);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("output");
@@ -223,6 +315,9 @@ int main(void)
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_set_timeout(tc, 120);
     tcase_add_test(tc, large_output_is_capped_stored_and_streamed);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("chunks");
+    tcase_add_loop_test(tc, chunks_presented_and_streamed, 0, 2);
     suite_add_tcase(s, tc);
     failed = run_suite(s);
     curl_global_cleanup();
