@@ -250,6 +250,16 @@ static void expect_result(df_world *w, const char *id, const char *expected)
     json_decref(j);
 }
 
+/* How many records the presented result has. */
+static size_t result_size(df_world *w, const char *id)
+{
+    json_t *a = tu_action(w, id, 1);
+    size_t n = json_array_size(json_object_get(json_object_get(a, "output"), "result"));
+
+    json_decref(a);
+    return n;
+}
+
 static void send_records(df_world *w, const char *id, const char *records)
 {
     json_t *data = json_pack("{s:o}", "records", json_loads(records, 0, NULL));
@@ -276,16 +286,12 @@ START_TEST(chunks_presented_and_streamed)
     expect_result(w, id, "[]");
     send_records(w, id, "[1, \"two\"]");
     send_records(w, id, "[]");
-    ck_assert(WAIT_UNTIL(json_array_size(json_object_get(
-                             json_object_get(tu_action(w, id, 1), "output"), "result")) == 2,
-                         10));
+    ck_assert(WAIT_UNTIL(result_size(w, id) == 2, 10));
     df_world_sync(w); /* the first chunks are committed ... */
     send_records(w, id, "[{\"three\": 3}]");
     send_records(w, id, "\"not an array\"");
     send_records(w, id, "[4]");
-    ck_assert(WAIT_UNTIL(json_array_size(json_object_get(
-                             json_object_get(tu_action(w, id, 1), "output"), "result")) == 4,
-                         10));
+    ck_assert(WAIT_UNTIL(result_size(w, id) == 4, 10));
     expect_result(w, id, "[1, \"two\", {\"three\": 3}, 4]"); /* ... the last may not be */
     df_world_sync(w);
     expect_result(w, id, "[1, \"two\", {\"three\": 3}, 4]");
