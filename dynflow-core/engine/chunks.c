@@ -71,13 +71,17 @@ static int add_stored(void *ud, const struct store_chunk_row *r)
 /* The stored chunks (without kind and timestamp) then those in memory; plan lock held. */
 static json_t *all_chunks_locked(struct df_action *a)
 {
-    json_t *out = json_array();
+    json_t *out = json_array(), *c;
     int64_t below = df_chunks_store_below(a);
+    size_t i;
 
     if (below > 0)
         store_each_chunk(a->plan->w->st, a->plan->id, a->id, 0, below, UINT32_MAX, add_stored, out,
                          NULL);
-    json_array_extend(out, a->chunks);
+    /* new containers: the writer adds "id" to those in memory, maybe while the caller reads */
+    json_array_foreach(a->chunks, i, c) json_array_append_new(
+        out, json_pack("{s:O, s:O?, s:O?}", "chunk", json_object_get(c, "chunk"), "kind",
+                       json_object_get(c, "kind"), "timestamp", json_object_get(c, "timestamp")));
     return out;
 }
 

@@ -23,7 +23,7 @@ struct chunks_src {
     char plan_id[DF_UUID_BUF];
     int action_id;
     int64_t below;  /* store rows with an id below this (0: none) */
-    json_t *memory; /* the chunks memory held, after the stored ones */
+    json_t *memory; /* the chunk arrays memory held, after the stored ones */
 };
 
 struct segment {
@@ -52,6 +52,8 @@ struct df_json_stream {
 void df_json_stream_add_chunks(df_json_stream *s, json_t *placeholder, struct df_action *a)
 {
     struct chunks_src *src;
+    json_t *c;
+    size_t i;
 
     if (s->n_srcs == s->cap_srcs) {
         s->cap_srcs = s->cap_srcs ? 2 * s->cap_srcs : 4;
@@ -62,7 +64,9 @@ void df_json_stream_add_chunks(df_json_stream *s, json_t *placeholder, struct df
     memcpy(src->plan_id, a->plan->id, sizeof(src->plan_id));
     src->action_id = a->id;
     src->below = df_chunks_store_below(a);
-    src->memory = json_copy(a->chunks); /* shares the chunks: they are never changed */
+    src->memory = json_array(); /* their arrays, never changed; not the containers (the writer
+                                   adds "id" to those) */
+    json_array_foreach(a->chunks, i, c) json_array_append(src->memory, json_object_get(c, "chunk"));
 }
 
 /* ---- building: the document into segments ------------------------------------------------- */
@@ -297,7 +301,7 @@ static int chunks_piece(df_json_stream *s, struct chunks_src *src, df_error *err
                 s->phase = 3;
                 return 0;
             }
-            c = json_object_get(json_array_get(src->memory, s->mem_next++), "chunk");
+            c = json_array_get(src->memory, s->mem_next++);
             text = json_is_array(c) ? json_dumps(c, JSON_COMPACT) : NULL;
             if (text != NULL)
                 piece_records(s, text, strlen(text));
