@@ -171,10 +171,11 @@ START_TEST(large_output_is_capped_stored_and_streamed)
     }
     after = daemon_rss();
     if (RSS_MEANINGFUL) {
-        /* before: 190 MiB more while it ran, and as much kept afterwards.  Now: records wait
-         * 1 MiB at most, chunks leave memory once committed; what stays is SQLite's page
-         * caches (8 MiB per connection) and what glibc keeps of freed memory. */
-        ck_assert_msg(peak - base <= 48 * MIB, "RSS grew by %ld MiB while %d MB were printed",
+        /* before: 190 MiB more while it ran, and as much kept afterwards.  Now (19-33 MiB
+         * measured): records wait 1 MiB at most, chunks leave memory once committed; the
+         * bound is the requirement, the cap plus a few MiB (doc/output.md).  What stays is
+         * SQLite's page caches (8 MiB per connection) and freed memory glibc keeps. */
+        ck_assert_msg(peak - base <= CAP + 8 * MIB, "RSS grew by %ld MiB while %d MB were printed",
                       (peak - base) / MIB, OUTPUT_MB);
         ck_assert_msg(after - base <= 40 * MIB, "RSS kept %ld MiB after the task",
                       (after - base) / MIB);
