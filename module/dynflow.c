@@ -127,6 +127,48 @@ static void reply_json(struct sp_response *res, unsigned status, json_t *body, b
     res->free_body = free;
 }
 
+struct status_reader {
+    const struct sp_host_api *host;
+    df_json_stream *stream;
+};
+
+static long read_stream(void *reader, char *buf, size_t max)
+{
+    struct status_reader *sr = reader;
+    df_error err;
+    long n = df_json_stream_read(sr->stream, buf, max, &err);
+
+    if (n < 0 && sr->host != NULL)
+        sr->host->log(sr->host->ctx, SP_LOG_ERROR, "a status reply is cut short: %s", err.text);
+    return n;
+}
+
+static void free_stream(void *reader)
+{
+    struct status_reader *sr = reader;
+
+    df_json_stream_free(sr->stream);
+    free(sr);
+}
+
+/* The status routes' bodies are read from the store while they are sent (doc/output.md). */
+static int stream_body(struct sp_response *res, df_json_stream *stream,
+                       const struct sp_host_api *host)
+{
+    struct status_reader *sr = malloc(sizeof(*sr));
+
+    if (sr == NULL) {
+        df_json_stream_free(stream);
+        return -ENOMEM;
+    }
+    sr->host = host;
+    sr->stream = stream;
+    res->read = read_stream;
+    res->reader = sr;
+    res->free_reader = free_stream;
+    return 0;
+}
+
 static int respond(const struct sp_request *req, struct sp_response *res, api_fn fn,
                    struct dynflow *df, bool done_event)
 {
@@ -147,6 +189,12 @@ static int respond(const struct sp_request *req, struct sp_response *res, api_fn
         fn(df->api, &ar, &out);
     else
         df_api_event(df->api, &ar, done_event, &out);
+    if (out.stream != NULL) {
+        res->status = out.status;
+        res->content_type = "application/json";
+        if (stream_body(res, out.stream, df->host) == 0)
+            return 0; /* else no memory for the reader: no body, so 503 below */
+    }
     /* only update and done answer 200 with no body; else no body means an allocation failed */
     reply_json(res, out.status, out.body, out.body == NULL && (fn != NULL || out.status != 200));
     return 0;

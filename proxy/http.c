@@ -597,14 +597,56 @@ static void dispatch(struct listener *l, struct sp_request *req, struct request 
     req->path = full;
 }
 
+/* A streamed body (ABI 1.3): libmicrohttpd asks for the next bytes as the client takes them. */
+static ssize_t read_body(void *cls, uint64_t pos, char *buf, size_t max)
+{
+    const struct sp_response *res = cls;
+    long n = res->read(res->reader, buf, max);
+
+    (void)pos;
+    return n > 0    ? (ssize_t)n
+           : n == 0 ? MHD_CONTENT_READER_END_OF_STREAM
+                    : MHD_CONTENT_READER_END_WITH_ERROR;
+}
+
+static void free_reader(void *cls)
+{
+    struct sp_response *res = cls;
+
+    if (res->free_reader != NULL)
+        res->free_reader(res->reader);
+    free(res);
+}
+
+static struct MHD_Response *stream_response(struct sp_response *res)
+{
+    struct sp_response *kept = malloc(sizeof(*kept));
+    struct MHD_Response *mr;
+
+    if (kept == NULL) {
+        if (res->free_reader != NULL)
+            res->free_reader(res->reader);
+        return NULL;
+    }
+    *kept = *res;
+    mr = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 64 * 1024, read_body, kept,
+                                           free_reader);
+    if (mr == NULL) /* libmicrohttpd calls free_reader only for a response it created */
+        free_reader(kept);
+    return mr;
+}
+
 static enum MHD_Result respond(struct MHD_Connection *c, struct sp_request *req,
                                struct sp_response *res)
 {
     struct MHD_Response *mr;
     enum MHD_Result ok;
 
-    mr = MHD_create_response_from_buffer_with_free_callback(res->body_len, res->body,
-                                                            res->free_body ? res->free_body : free);
+    if (res->read != NULL)
+        mr = stream_response(res);
+    else
+        mr = MHD_create_response_from_buffer_with_free_callback(
+            res->body_len, res->body, res->free_body ? res->free_body : free);
     if (mr == NULL)
         return MHD_NO;
     MHD_add_response_header(mr, "Content-Type",

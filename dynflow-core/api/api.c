@@ -387,18 +387,17 @@ void df_api_trigger(df_api *api, const struct df_api_request *req, struct df_api
 
 /* ---- inspecting and controlling -------------------------------------------------------------- */
 
-/* The status side effect (§2.3): running runners are polled; the JSON shows what arrived so far. */
+/* The status side effect (§2.3): running runners are polled; the JSON shows what arrived so far.
+ * The body streams: a task's output (up to the 64 MiB cap) is read from the store as the
+ * client reads the reply (doc/output.md). */
 void df_api_status(df_api *api, const struct df_api_request *req, struct df_api_response *res)
 {
-    json_t *j;
-
     df_plan_poll(api->w, req->task_id);
-    j = df_plan_json(api->w, req->task_id, DF_JSON_ACTIONS);
-
-    if (j == NULL)
+    res->stream = df_plan_stream(api->w, req->task_id, DF_JSON_ACTIONS);
+    if (res->stream == NULL)
         error_response(res, 404, "Task %s not found", req->task_id);
     else
-        ok_response(res, j);
+        res->status = 200;
 }
 
 /* The task_ids array of the body, or NULL after a response saying why. */
@@ -427,22 +426,23 @@ static json_t *task_ids(const struct df_api_request *req, bool required,
     return json_incref(ids);
 }
 
+/* As the status of each task, streamed the same way. */
 void df_api_statuses(df_api *api, const struct df_api_request *req, struct df_api_response *res)
 {
-    json_t *body, *ids = task_ids(req, true, res, &body), *out, *v;
+    json_t *body, *ids = task_ids(req, true, res, &body), *v;
+    const char **list;
     size_t i;
 
     if (ids != NULL) {
-        out = json_object();
+        list = df_calloc(json_array_size(ids) + 1, sizeof(*list));
         json_array_foreach(ids, i, v)
         {
-            json_t *j;
-            df_plan_poll(api->w, json_string_value(v));
-            j = df_plan_json(api->w, json_string_value(v), DF_JSON_ACTIONS);
-            if (j != NULL)
-                json_object_set_new(out, json_string_value(v), j);
+            list[i] = json_string_value(v);
+            df_plan_poll(api->w, list[i]);
         }
-        ok_response(res, out);
+        res->stream = df_plans_stream(api->w, list, json_array_size(ids), DF_JSON_ACTIONS);
+        res->status = 200;
+        free(list);
     }
     json_decref(ids);
     json_decref(body);

@@ -105,18 +105,20 @@ struct df_action {
     const struct df_action_class *cls; /* NULL: the class is not registered here */
     char *class_name;
     int plan_step_id, run_step_id, finalize_step_id;
-    int parent_id;        /* planning parent in this plan, 0 for the entry action */
-    char *caller_plan_id; /* entry action of a sub-plan: the parent plan */
-    int caller_action_id; /* with caller_plan_id: the action in the parent plan */
-    json_t *input;        /* with secrets: memory only */
-    json_t *input_stored; /* redacted copy when the input has secrets, else NULL */
-    json_t *output;       /* published output */
-    json_t *chunks;       /* [{"chunk", "kind", "timestamp"}…] */
-    size_t chunks_stored; /* chunks already written */
-    bool chunks_drop;     /* stored chunks must be deleted */
+    int parent_id;         /* planning parent in this plan, 0 for the entry action */
+    char *caller_plan_id;  /* entry action of a sub-plan: the parent plan */
+    int caller_action_id;  /* with caller_plan_id: the action in the parent plan */
+    json_t *input;         /* with secrets: memory only */
+    json_t *input_stored;  /* redacted copy when the input has secrets, else NULL */
+    json_t *output;        /* published output */
+    json_t *chunks;        /* [{"chunk", "kind", "timestamp", "id" once written}…]: not yet
+                              committed (file database), or all of them (in memory) */
+    size_t chunks_stored;  /* chunks already written */
+    int64_t last_chunk_id; /* the row id of the last chunk written; 0: unknown (loaded) */
+    bool chunks_drop;      /* stored chunks must be deleted */
     /* What the last committed batch stored (the writer's; a failed batch goes back to it) */
-    size_t chunks_committed;
-    bool drop_written; /* the chunks were deleted in a batch not yet committed */
+    size_t chunks_committed; /* of chunks_stored, those committed */
+    bool drop_written;       /* the chunks were deleted in a batch not yet committed */
     bool committed;
     bool has_refs; /* input holds output references */
     bool secrets_lost;
@@ -375,6 +377,17 @@ extern __thread df_plan *df_presenting;
 extern __thread df_plan *df_planning;
 /* Middleware chain around a phase. */
 int df_mw_execute(df_action *a, enum df_phase phase, json_t *args, const df_event *ev);
+
+/* ---- output chunks (chunks.c, stream.c) --------------------------------- */
+/* Drops the chunks a->chunks_committed counts from memory: they are in the store. */
+void df_chunks_forget_committed(struct df_action *a);
+/* Store rows of a's chunks that memory does not hold are those with an id below this
+ * (0: none, memory holds them all).  Plan lock held. */
+int64_t df_chunks_store_below(struct df_action *a);
+/* The stream whose document this thread builds (with the plan lock held), or NULL. */
+extern __thread df_json_stream *df_streaming;
+/* Registers placeholder (borrowed) as where a's chunks go in the stream's document. */
+void df_json_stream_add_chunks(df_json_stream *s, json_t *placeholder, struct df_action *a);
 
 /* ---- JSON (json.c) ----------------------------------------------------- */
 json_t *df_plan_to_json_locked(df_plan *p, unsigned flags);

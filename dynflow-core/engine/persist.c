@@ -289,10 +289,15 @@ static int write_action(store *st, df_plan *p, struct df_action *a, df_error *er
     return rc;
 }
 
+/* Appends the new chunks; each gets its row id ("id").  With a file database the chunks an
+ * earlier batch committed leave memory (doc/output.md); those of a batch that failed stay, to be
+ * written again (doc/persistence.md). */
 static int write_chunks(store *st, df_plan *p, struct df_action *a, df_error *err)
 {
     int rc = 0;
 
+    if (p->w->durable)
+        df_chunks_forget_committed(a);
     if (a->chunks_drop) {
         rc = store_drop_chunks(st, p->id, a->id, err);
         a->chunks_drop = false;
@@ -307,7 +312,12 @@ static int write_chunks(store *st, df_plan *p, struct df_action *a, df_error *er
             .kind = json_string_value(json_object_get(c, "kind")),
             .timestamp = (int64_t)(json_number_value(json_object_get(c, "timestamp")) * 1e6),
             .chunk = chunk};
-        rc = store_add_chunk(st, &r, err);
+        int64_t id = 0;
+        rc = store_add_chunk(st, &r, &id, err);
+        if (rc == 0) {
+            json_object_set_new(c, "id", json_integer(id));
+            a->last_chunk_id = id;
+        }
         free(chunk);
     }
     return rc;
@@ -447,6 +457,7 @@ static void plan_rolled_back(df_plan *p)
         a->chunks_stored = a->chunks_committed;
         a->chunks_drop |= a->drop_written;
         a->drop_written = false;
+        a->last_chunk_id = 0; /* the rows written since were rolled back: ask the store */
     }
     if (p->delayed != NULL) {
         p->delayed->stored = p->delayed->committed;
@@ -862,7 +873,9 @@ static bool consistent(df_plan *p)
 df_plan *df_persist_load(df_world *w, const char *id)
 {
     df_plan *p = df_plan_alloc(w, id);
-    struct store_plan_loader ld = {p, load_plan_row, load_step, load_action, load_chunk};
+    /* a file database keeps the output in the store (doc/output.md) */
+    struct store_plan_loader ld = {p, load_plan_row, load_step, load_action,
+                                   w->durable ? NULL : load_chunk};
     json_t *v;
     size_t i;
 

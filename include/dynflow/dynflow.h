@@ -266,6 +266,18 @@ int df_plan_wait(df_world *w, const char *plan_id, double timeout_s, struct df_p
 bool df_world_has_class(df_world *w, const char *name);
 /* Number of plans in a state (state < 0: all plans). */
 int df_plan_count(df_world *w, int state, uint64_t *count, df_error *err);
+/* ExecutionPlan#to_hash (as df_plan_json) written piece by piece: the output chunks that
+ * actions present (df_action_present_chunks) are read from the store in batches while the
+ * document is read, so a reply of any size needs a bounded amount of memory (doc/output.md). */
+typedef struct df_json_stream df_json_stream;
+/* NULL if the plan is unknown. */
+df_json_stream *df_plan_stream(df_world *w, const char *plan_id, unsigned flags);
+/* {"<id>": ExecutionPlan#to_hash, …} for the ids that exist. */
+df_json_stream *df_plans_stream(df_world *w, const char *const *ids, size_t n, unsigned flags);
+/* Copies up to max bytes of the document into buf: the count, 0 at its end, or a negative
+ * errno (the store failed; err says why) after which the document is incomplete. */
+long df_json_stream_read(df_json_stream *s, char *buf, size_t max, df_error *err);
+void df_json_stream_free(df_json_stream *s);
 /* New reference: {"<id>": {"state": …, "result": …}} for the ids that exist. */
 json_t *df_plan_statuses(df_world *w, const char *const *ids, size_t n);
 /* New reference: array of plan ids, optionally only those in a state (< 0: all),
@@ -346,9 +358,13 @@ int df_action_plan_event(df_action *a, const df_event *ev, double delay_s);
 int df_action_schedule_timeout(df_action *a, double seconds);
 /* Appends an output chunk (steals chunk); kind may be NULL; ts 0: now. */
 int df_action_output_chunk(df_action *a, json_t *chunk, const char *kind, double ts);
-/* New reference: [{"chunk": …, "kind": …, "timestamp": …}, …] */
+/* New reference: [{"chunk": …, "kind": …, "timestamp": …}, …], read back from the store
+ * (a file database keeps only the chunks not yet committed in memory: doc/output.md). */
 json_t *df_action_stored_chunks(df_action *a);
 void df_action_drop_chunks(df_action *a);
+/* Present phase: output[key] = the concatenation of the action's array chunks.  In a document
+ * built by df_plan_stream() it is a placeholder the stream fills from the store as it is read. */
+void df_action_present_chunks(df_action *a, json_t *output, const char *key);
 /* Progress of this step, 0..1. */
 void df_action_set_progress(df_action *a, double done);
 

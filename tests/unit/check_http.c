@@ -3,7 +3,9 @@
 #include <arpa/inet.h>
 #include <check.h>
 #include <curl/curl.h>
+#include <errno.h>
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -349,6 +351,117 @@ START_TEST(libmicrohttpd_answers_itself)
 }
 END_TEST
 
+/* ---- streamed bodies (ABI 1.3): the host pulls them from the handler's reader ------------- */
+
+#define STREAM_BYTES (3u << 20)
+
+struct pattern {
+    size_t sent, fail_after; /* fail_after 0: never */
+    int *freed;
+};
+
+static long pattern_read(void *reader, char *buf, size_t max)
+{
+    struct pattern *p = reader;
+    size_t n = 0;
+
+    if (p->fail_after > 0 && p->sent >= p->fail_after)
+        return -EIO;
+    for (; n < max && n < 1000 && p->sent < STREAM_BYTES; n++, p->sent++)
+        buf[n] = (char)('a' + p->sent % 26);
+    return (long)n;
+}
+
+static void pattern_free(void *reader)
+{
+    struct pattern *p = reader;
+
+    ++*p->freed;
+    free(p);
+}
+
+static int freed_readers;
+
+static int streamed(void *state, const struct sp_request *req, struct sp_response *res)
+{
+    struct pattern *p = calloc(1, sizeof(*p));
+
+    (void)req;
+    p->fail_after = state != NULL ? 100000 : 0;
+    p->freed = &freed_readers;
+    res->status = 200;
+    res->content_type = "text/plain";
+    res->read = pattern_read;
+    res->reader = p;
+    res->free_reader = pattern_free;
+    return 0;
+}
+
+struct received {
+    size_t len;
+    bool in_order;
+};
+
+static size_t on_pattern(char *data, size_t size, size_t n, void *ud)
+{
+    struct received *r = ud;
+
+    for (size_t i = 0; i < size * n; i++, r->len++)
+        r->in_order = r->in_order && data[i] == (char)('a' + r->len % 26);
+    return size * n;
+}
+
+static CURLcode get_pattern(unsigned at, const char *path, struct received *r)
+{
+    char url[128];
+    CURL *c = curl_easy_init();
+    CURLcode rc;
+
+    *r = (struct received){.in_order = true};
+    snprintf(url, sizeof(url), "http://127.0.0.1:%u%s", at, path);
+    curl_easy_setopt(c, CURLOPT_URL, url);
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_pattern);
+    curl_easy_setopt(c, CURLOPT_WRITEDATA, r);
+    rc = curl_easy_perform(c);
+    curl_easy_cleanup(c);
+    return rc;
+}
+
+/* A reader's body arrives whole and in order; a failing reader cuts the reply short (the client
+ * sees an error, not a complete reply); the reader is freed once either way. */
+START_TEST(streamed_bodies)
+{
+    static const struct sp_route stream_routes[] = {
+        {"GET", "/ok", streamed, SP_AUTH_NONE},
+        {NULL, NULL, NULL, 0},
+    };
+    static const struct sp_route failing_routes[] = {
+        {"GET", "/fails", streamed, SP_AUTH_NONE},
+        {NULL, NULL, NULL, 0},
+    };
+    struct sp_mount mounts[] = {
+        {"/s", stream_routes, NULL, 1},
+        {"/f", failing_routes, (void *)"fail", 1},
+    };
+    struct sp_server *own = sp_server_new(64, NULL);
+    struct sp_error err;
+    struct received r;
+    unsigned at;
+
+    freed_readers = 0;
+    sp_server_mount(own, mounts, 2);
+    ck_assert_msg(sp_server_listen(own, "127.0.0.1", 0, NULL, &at, &err) == 0, "%s", err.text);
+    ck_assert_int_eq(get_pattern(at, "/s/ok", &r), CURLE_OK);
+    ck_assert_uint_eq(r.len, STREAM_BYTES);
+    ck_assert(r.in_order);
+    ck_assert_int_ne(get_pattern(at, "/f/fails", &r), CURLE_OK);
+    ck_assert_uint_ge(r.len, 100000);
+    ck_assert_uint_lt(r.len, STREAM_BYTES);
+    sp_server_free(own);
+    ck_assert_int_eq(freed_readers, 2);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("http");
@@ -365,6 +478,7 @@ int main(void)
     tcase_add_test(tc, query_arguments_are_text);
     tcase_add_test(tc, framing_and_limits_are_json);
     tcase_add_test(tc, libmicrohttpd_answers_itself);
+    tcase_add_test(tc, streamed_bodies);
     suite_add_tcase(s, tc);
     failed = run_suite(s);
     curl_global_cleanup();
