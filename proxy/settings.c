@@ -57,7 +57,7 @@ static const struct key module_keys[] = {
 
 static const char *const kind_names[] = {
     [K_STRING] = "a string",
-    [K_PORT] = "a port number (1-65535)",
+    [K_PORT] = "a port number (0-65535; 0: any free one, logged)",
     [K_BOOL] = "true or false",
     [K_LIST] = "a value or a list of values",
     [K_LOG_LEVEL] = "one of UNKNOWN, FATAL, ERROR, WARN, INFO, DEBUG",
@@ -105,6 +105,7 @@ static json_t *as_list(json_t *v)
     return list;
 }
 
+/* 0 lets the kernel choose; the "listening on" log line says which (tests read it there). */
 static json_t *as_port(json_t *v)
 {
     long long port = -1;
@@ -117,7 +118,7 @@ static json_t *as_port(json_t *v)
         if (*end != '\0')
             port = -1;
     }
-    return port >= 1 && port <= 65535 ? json_integer(port) : NULL;
+    return port >= 0 && port <= 65535 ? json_integer(port) : NULL;
 }
 
 static json_t *as_log_level(json_t *v)

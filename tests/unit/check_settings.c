@@ -122,15 +122,18 @@ START_TEST(wrong_types)
     static const struct {
         const char *text, *message;
     } cases[] = {
-        {":https_port: abc\n", ":https_port: must be a port number (1-65535), found \"abc\""},
-        {":http_port: 70000\n", ":http_port: must be a port number (1-65535), found 70000"},
+        {":https_port: abc\n",
+         ":https_port: must be a port number (0-65535; 0: any free one, logged), found \"abc\""},
+        {":http_port: 70000\n",
+         ":http_port: must be a port number (0-65535; 0: any free one, logged), found 70000"},
         {":forward_verify: maybe\n", ":forward_verify: must be true or false, found \"maybe\""},
         {":log_level: LOUD\n",
          ":log_level: must be one of UNKNOWN, FATAL, ERROR, WARN, INFO, DEBUG"},
         {":trusted_hosts: {a: 1}\n", ":trusted_hosts: must be a value or a list of values"},
         {":foreman_url: [1]\n", ":foreman_url: must be a string, found [1]"},
         {":listen: [a, b]\n", ":listen: must be a string, found [\"a\",\"b\"]"},
-        {":port: eighty\n", ":port: must be a port number (1-65535), found \"eighty\""},
+        {":port: eighty\n",
+         ":port: must be a port number (0-65535; 0: any free one, logged), found \"eighty\""},
         {":use_https: 'true'\n", ":use_https: must be true or false, found \"true\""},
     };
     struct sp_settings s;

@@ -97,4 +97,24 @@ static inline bool file_has(const char *path, const char *needle)
     return false;
 }
 
+/* The port a listener the daemon bound to port 0 got ("listening on <scheme>://host:port" in its
+ * log, waited for up to 10 s); 0 if it never said so. */
+static inline unsigned bound_port(const char *log_path, const char *scheme)
+{
+    static char buf[65536];
+    char needle[32];
+    const char *at;
+    size_t n = 0;
+    FILE *f;
+
+    snprintf(needle, sizeof(needle), "listening on %s://", scheme);
+    if (!file_has(log_path, needle) || (f = fopen(log_path, "r")) == NULL)
+        return 0;
+    n = fread(buf, 1, sizeof(buf) - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    at = strchr(strstr(buf, needle) + strlen(needle), ':');
+    return at != NULL ? (unsigned)strtoul(at + 1, NULL, 10) : 0;
+}
+
 #endif
