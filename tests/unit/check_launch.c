@@ -145,8 +145,8 @@ START_TEST(plugins_are_loaded_and_advertised)
     r = call("GET", "/testplug/hello", NULL, NULL);
     ck_assert_int_eq(r.status, 200);
     ck_assert_str_eq(r.body, "{\"hello\":\"plugin\"}");
-    ck_assert(file_has(log_path, "/oldplug.so: dynflow plugin ABI 0.0, this release supports "
-                                 "1.0-1.0"));
+    ck_assert(file_has(log_path, "/oldplug.so: dynflow plugin ABI 0.1, this release supports "
+                                 "1.0-1.1"));
     ck_assert(file_has(log_path, "/notaplug.so: not a dynflow plugin or from an incompatible "
                                  "release (magic 12345678, expected 44465031)"));
 }
