@@ -197,9 +197,9 @@ END_TEST
 
 /* ---- the console through a running smart-proxyd ------------------------------------------- */
 
-/* smart-proxyd on HTTP and HTTPS (ports chosen by the kernel), :trusted_hosts: the client
- * certificate's CN, testplug loaded (Test::Echo stays until cancelled), :console_auth: as given. */
-static void start_daemon(const char *console_auth)
+/* smart-proxyd on HTTP and HTTPS (ports chosen by the kernel), :trusted_hosts: as given,
+ * testplug loaded (Test::Echo stays until cancelled), :console_auth: as given. */
+static void start_daemon(const char *trusted_hosts, const char *console_auth)
 {
     char settings[4096], dynflow[1024], cmd[2048];
 
@@ -213,8 +213,8 @@ static void start_daemon(const char *console_auth)
     snprintf(settings, sizeof(settings),
              ":http_port: 0\n:https_port: 0\n:bind_host: 127.0.0.1\n:module_directory: %s\n"
              ":ssl_certificate: %s/server.pem\n:ssl_private_key: %s/server.key\n"
-             ":ssl_ca_file: %s/ca.pem\n:trusted_hosts: [foreman.example.com]\n:log_file: %s\n",
-             getenv("DYNFLOW_MODULE_DIR"), workdir, workdir, workdir, log_path);
+             ":ssl_ca_file: %s/ca.pem\n:trusted_hosts: %s\n:log_file: %s\n",
+             getenv("DYNFLOW_MODULE_DIR"), workdir, workdir, workdir, trusted_hosts, log_path);
     scratch_write(workdir, "settings.yml", settings);
     snprintf(dynflow, sizeof(dynflow),
              ":enabled: true\n:plugin_directory: %s/plugins\n:console_auth: %s\n", workdir,
@@ -301,7 +301,7 @@ static void console_refuses_strangers(void)
 
 START_TEST(console_with_console_auth)
 {
-    start_daemon("true");
+    start_daemon("[foreman.example.com]", "true");
     console_refuses_strangers();
     stop_daemon();
 }
@@ -309,8 +309,29 @@ END_TEST
 
 START_TEST(console_without_console_auth)
 {
-    start_daemon("false");
+    start_daemon("[foreman.example.com]", "false");
     console_refuses_strangers();
+    stop_daemon();
+}
+END_TEST
+
+/* Over HTTP a trusted host's name (127.0.0.1 is "localhost") is enough: there is no certificate
+ * to ask for. */
+START_TEST(console_over_http_for_a_trusted_host)
+{
+    char id[64], path[160];
+    struct reply r;
+
+    start_daemon("[foreman.example.com, localhost]", "true");
+    running_task(id);
+    port = http_port;
+    r = call("GET", "/dynflow/console?state=all", NULL, NULL);
+    ck_assert_int_eq(r.status, 200);
+    ck_assert_ptr_nonnull(strstr(r.body, id));
+    snprintf(path, sizeof(path), "/dynflow/console/%s/cancel", id);
+    ck_assert_int_eq(call("POST", path, "", NULL).status, 303);
+    ck_assert(WAIT_UNTIL(strcmp(task_state(id), "stopped") == 0, 10));
+    ck_assert_int_eq(as("stranger", "GET", "/dynflow/console", NULL).status, 403);
     stop_daemon();
 }
 END_TEST
@@ -330,6 +351,7 @@ int main(void)
     tcase_set_timeout(tc, 60);
     tcase_add_test(tc, console_with_console_auth);
     tcase_add_test(tc, console_without_console_auth);
+    tcase_add_test(tc, console_over_http_for_a_trusted_host);
     suite_add_tcase(s, tc);
     failed = run_suite(s);
     curl_global_cleanup();
