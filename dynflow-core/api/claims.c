@@ -24,7 +24,8 @@ struct df_claims {
 struct origin {
     char parent[DF_UUID_BUF];
     json_t *entry;
-    json_t *parent_json; /* the parent's status JSON, kept for the next id of the same batch */
+    char loaded[DF_UUID_BUF]; /* the last parent read from the database, for the next id */
+    json_t *loaded_json;      /* its status JSON */
 };
 
 static const char claims_key = 0;
@@ -79,13 +80,14 @@ static int stored_origin(df_world *w, const char *key, struct origin *o)
         json_decref(child);
         return -ENOENT;
     }
-    if (strcmp(o->parent, parent) != 0) {
-        snprintf(o->parent, sizeof(o->parent), "%s", parent);
-        json_decref(o->parent_json);
-        o->parent_json = df_plan_json(w, parent, DF_JSON_ACTIONS);
+    snprintf(o->parent, sizeof(o->parent), "%s", parent);
+    if (strcmp(o->loaded, parent) != 0) {
+        snprintf(o->loaded, sizeof(o->loaded), "%s", parent);
+        json_decref(o->loaded_json);
+        o->loaded_json = df_plan_json(w, parent, DF_JSON_ACTIONS);
     }
     json_decref(child);
-    entry_action = json_array_get(json_object_get(o->parent_json, "actions"), 0);
+    entry_action = json_array_get(json_object_get(o->loaded_json, "actions"), 0);
     o->entry =
         json_object_get(json_object_get(json_object_get(entry_action, "input"), "input_hash"), key);
     return o->entry != NULL ? 0 : -ENOENT;
@@ -118,7 +120,7 @@ static int find(df_claims *c, df_world *w, const char *key, const json_t *entry,
 static int taken(df_claims *c, df_world *w, const json_t *input, char parent[DF_UUID_BUF],
                  df_error *err)
 {
-    struct origin o = {.parent = "", .entry = NULL, .parent_json = NULL};
+    struct origin o = {.parent = "", .entry = NULL, .loaded = "", .loaded_json = NULL};
     const char *key, *free_key = NULL, *taken_key = NULL;
     json_t *entry;
     int n = 0, rc = 0;
@@ -142,7 +144,7 @@ static int taken(df_claims *c, df_world *w, const json_t *input, char parent[DF_
             break;
         }
     }
-    json_decref(o.parent_json);
+    json_decref(o.loaded_json);
     if (rc >= 0 && n > 0 && free_key != NULL)
         rc = df_errorf(err, -EEXIST,
                        "task %s was launched already (in batch %s), task %s was not: a retried "
