@@ -201,7 +201,7 @@ END_TEST
  * testplug loaded (Test::Echo stays until cancelled), :console_auth: as given. */
 static void start_daemon(const char *trusted_hosts, const char *console_auth)
 {
-    char settings[4096], dynflow[1024], cmd[2048];
+    char global[4096], dynflow[1024], cmd[2048];
 
     scratch_new(workdir, sizeof(workdir), "console");
     snprintf(certs, sizeof(certs), "%s", workdir);
@@ -210,12 +210,12 @@ static void start_daemon(const char *trusted_hosts, const char *console_auth)
     snprintf(cmd, sizeof(cmd), "mkdir %s/settings.d %s/plugins && cp %s/testplug.so %s/plugins/",
              workdir, workdir, getenv("PLUGIN_FIXTURES"), workdir);
     ck_assert_int_eq(system(cmd), 0);
-    snprintf(settings, sizeof(settings),
+    snprintf(global, sizeof(global),
              ":http_port: 0\n:https_port: 0\n:bind_host: 127.0.0.1\n:module_directory: %s\n"
              ":ssl_certificate: %s/server.pem\n:ssl_private_key: %s/server.key\n"
              ":ssl_ca_file: %s/ca.pem\n:trusted_hosts: %s\n:log_file: %s\n",
              getenv("DYNFLOW_MODULE_DIR"), workdir, workdir, workdir, trusted_hosts, log_path);
-    scratch_write(workdir, "settings.yml", settings);
+    scratch_write(workdir, "settings.yml", global);
     snprintf(dynflow, sizeof(dynflow),
              ":enabled: true\n:plugin_directory: %s/plugins\n:console_auth: %s\n", workdir,
              console_auth);
