@@ -304,12 +304,12 @@ static const struct sp_route routes[] = {
     {"POST", "/tasks/:task_id/update", update, SP_AUTH_ANY | SP_AUTH_TOKEN},
     {"POST", "/tasks/:task_id/done", done, SP_AUTH_ANY | SP_AUTH_TOKEN},
     {"GET", "/tasks/operations", operations, SP_AUTH_ANY},
-    /* :console_auth: true: a client certificate over HTTPS (§4) */
-    {"GET", "/console", console_index, SP_AUTH_CLIENT_CERT},
-    {"GET", "/console/:id", console_plan, SP_AUTH_CLIENT_CERT},
-    {"POST", "/console/:id/resume", console_act, SP_AUTH_CLIENT_CERT},
-    {"POST", "/console/:id/cancel", console_act, SP_AUTH_CLIENT_CERT},
-    {"POST", "/console/:id/skip/:step", console_act, SP_AUTH_CLIENT_CERT},
+    /* the console: the API's rules; :console_auth: false drops the certificate (set_routes) */
+    {"GET", "/console", console_index, SP_AUTH_ANY},
+    {"GET", "/console/:id", console_plan, SP_AUTH_ANY},
+    {"POST", "/console/:id/resume", console_act, SP_AUTH_ANY},
+    {"POST", "/console/:id/cancel", console_act, SP_AUTH_ANY},
+    {"POST", "/console/:id/skip/:step", console_act, SP_AUTH_ANY},
     {NULL, NULL, NULL, 0},
 };
 
@@ -373,17 +373,19 @@ static const struct sp_route *dynflow_routes(void *state)
     return forward ? forward_routes : df->routes;
 }
 
-/* :console_auth: false opens the console; true (the default) asks for a client certificate. */
+/* The console applies the API's rules: :trusted_hosts: and, over HTTPS, a client certificate.
+ * :console_auth: false (true is the default) drops only the certificate: :trusted_hosts: still
+ * applies, so an untrusted client never reads or cancels tasks there (doc/api-input.md). */
 static void set_routes(struct dynflow *df, const json_t *settings)
 {
-    bool open = json_is_false(json_object_get(settings, "console_auth"));
+    bool no_cert = json_is_false(json_object_get(settings, "console_auth"));
     size_t i;
 
     for (i = 0; routes[i].method != NULL && i + 1 < sizeof(df->routes) / sizeof(df->routes[0]);
          i++) {
         df->routes[i] = routes[i];
-        if (open && strncmp(routes[i].pattern, "/console", 8) == 0)
-            df->routes[i].auth = SP_AUTH_NONE;
+        if (no_cert && strncmp(routes[i].pattern, "/console", 8) == 0)
+            df->routes[i].auth = SP_AUTH_TRUSTED_HOSTS;
     }
     df->routes[i] = (struct sp_route){NULL, NULL, NULL, 0};
 }
