@@ -12,13 +12,17 @@
 #include <check.h>
 #include <curl/curl.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "callback/callback.h"
+#include "daemonutil.h"
 #include "foreman.h"
+#include "httputil.h"
 
 static char certs[512];
 #include "testutil.h"
@@ -267,6 +271,156 @@ START_TEST(delivered_within_the_cap_after_an_outage)
 }
 END_TEST
 
+/* ---- through smart-proxyd, with a file database ------------------------------------ */
+
+#define DAEMON_TASKS 200
+
+static pid_t daemon_pid;
+static int daemon_out;
+static char log_path[600];
+
+static void daemon_start(void)
+{
+    daemon_pid = start(NULL, &daemon_out);
+    ck_assert_msg(file_has(log_path, "listening on"), "smart-proxyd did not start: %s",
+                  read_until(daemon_out, "\n\n"));
+}
+
+/* Each task's command appends a line to ran.log. */
+static void daemon_setup(void)
+{
+    char settings[8192], dynflow[2048], script[2048], cmd[2400];
+
+    scratch_new(workdir, sizeof(workdir), "callbackd");
+    snprintf(log_path, sizeof(log_path), "%s/proxy.log", workdir);
+    scratch_certs(workdir);
+    foreman_start(workdir);
+    snprintf(cmd, sizeof(cmd), "mkdir -p %s/settings.d %s/plugins && cp %s/script.so %s/plugins/",
+             workdir, workdir, getenv("SCRIPT_PLUGIN_DIR"), workdir);
+    ck_assert_int_eq(system(cmd), 0);
+    port = free_port();
+    snprintf(settings, sizeof(settings),
+             ":http_port: %u\n:bind_host: 127.0.0.1\n:module_directory: %s\n"
+             ":foreman_url: https://localhost:%u\n:foreman_ssl_cert: %s/client.pem\n"
+             ":foreman_ssl_key: %s/client.key\n:foreman_ssl_ca: %s/ca.pem\n:log_file: %s\n",
+             port, getenv("DYNFLOW_MODULE_DIR"), foreman_port, workdir, workdir, workdir, log_path);
+    scratch_write(workdir, "settings.yml", settings);
+    snprintf(dynflow, sizeof(dynflow),
+             ":enabled: true\n:plugin_directory: %s/plugins\n:database: %s/dynflow.sqlite\n",
+             workdir, workdir);
+    scratch_write(workdir, "settings.d/dynflow.yml", dynflow);
+    snprintf(script, sizeof(script),
+             ":enabled: true\n:tasks:\n  - :kind: mark\n    :shell: true\n"
+             "    :command: 'echo \"$INPUT_WHO\" >> %s/ran.log'\n",
+             workdir);
+    scratch_write(workdir, "settings.d/script.yml", script);
+    daemon_start();
+}
+
+static void daemon_teardown(void)
+{
+    if (daemon_pid > 0) {
+        kill(daemon_pid, SIGTERM);
+        finish(daemon_pid);
+        close(daemon_out);
+    }
+    foreman_stop();
+    scratch_remove(workdir);
+}
+
+static int lines_in(const char *name)
+{
+    char path[700];
+    int n = 0, c;
+    FILE *f;
+
+    snprintf(path, sizeof(path), "%s/%s", workdir, name);
+    if ((f = fopen(path, "r")) == NULL)
+        return 0;
+    while ((c = fgetc(f)) != EOF)
+        n += c == '\n';
+    fclose(f);
+    return n;
+}
+
+/* One launch of the script tasks first … first + n - 1, each with its callback (Foreman task
+ * d<first>, …). */
+static void launch_marks(int first, int n)
+{
+    size_t cap = (size_t)n * 200 + 64, len = 0;
+    char *body = malloc(cap);
+    struct reply r;
+
+    len += (size_t)snprintf(body + len, cap - len, "{\"operation\":\"script\",\"input\":{");
+    for (int i = first; i < first + n; i++)
+        len += (size_t)snprintf(body + len, cap - len,
+                                "%s\"00000000-0000-4000-8000-%012d\":{\"action_input\":{\"kind\":"
+                                "\"mark\",\"input\":{\"who\":\"%d\"},\"callback\":{\"task_id\":"
+                                "\"d%d\",\"step_id\":1}}}",
+                                i > first ? "," : "", i, i, i);
+    snprintf(body + len, cap - len, "}}");
+    r = call("POST", "/dynflow/tasks/launch", body, NULL);
+    free(body);
+    ck_assert_msg(r.status == 200, "%ld %s", r.status, r.body);
+}
+
+/* The slowest of n GET /dynflow/tasks/count, in seconds. */
+static double slowest_count(int n)
+{
+    double worst = 0;
+
+    for (int i = 0; i < n; i++) {
+        double t0 = tu_now(), dt;
+        struct reply r = call("GET", "/dynflow/tasks/count", NULL, NULL);
+        ck_assert_int_eq(r.status, 200);
+        dt = tu_now() - t0;
+        worst = dt > worst ? dt : worst;
+    }
+    return worst;
+}
+
+/* Foreman hangs: 200 tasks all run, and one launched after their callbacks wait at Foreman too;
+ * the API answers, 8 POSTs wait at Foreman (the default) and SIGTERM stops the daemon within
+ * 5 s.  After a restart with Foreman answering, each task's callback arrives
+ * once; twice only for those held unanswered when the daemon stopped (their outcome was
+ * unknown to it). */
+START_TEST(sigterm_leaves_callbacks_queued_for_the_restart)
+{
+    double t0, slowest;
+    int status;
+
+    foreman_hang(true);
+    launch_marks(0, DAEMON_TASKS - 1);
+    ck_assert_msg(WAIT_UNTIL(lines_in("ran.log") == DAEMON_TASKS - 1, 30),
+                  "%d of %d tasks ran while Foreman hung", lines_in("ran.log"), DAEMON_TASKS - 1);
+    ck_assert(WAIT_UNTIL(foreman_held_now(false) >= 5, 10)); /* as many as the workers */
+    launch_marks(DAEMON_TASKS - 1, 1);
+    ck_assert_msg(WAIT_UNTIL(lines_in("ran.log") == DAEMON_TASKS, 10),
+                  "a task launched while callbacks wait did not run");
+    ck_assert(WAIT_UNTIL(foreman_held_now(false) == 8, 10));
+    slowest = slowest_count(20);
+    ck_assert_msg(slowest < 0.5, "GET /dynflow/tasks/count took %.3f s", slowest);
+    t0 = tu_now();
+    kill(daemon_pid, SIGTERM);
+    status = finish(daemon_pid);
+    close(daemon_out);
+    daemon_pid = 0;
+    ck_assert_msg(tu_now() - t0 <= 5, "smart-proxyd took %.1f s to stop", tu_now() - t0);
+    ck_assert_int_eq(status, 0);
+    ck_assert_int_eq(foreman_held_now(true), 8);
+    foreman_hang(false);
+    daemon_start();
+    for (int i = 0; i < DAEMON_TASKS; i++) {
+        char task[16];
+        snprintf(task, sizeof(task), "d%d", i);
+        ck_assert_msg(WAIT_UNTIL(foreman_delivered(task) >= 1, 20), "no callback for %s", task);
+        ck_assert_msg(foreman_delivered(task) == 1 || foreman_held(task), "%s: %d callbacks", task,
+                      foreman_delivered(task));
+    }
+    ck_assert_int_eq(lines_in("ran.log"), DAEMON_TASKS); /* none ran twice */
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("callback");
@@ -280,6 +434,11 @@ int main(void)
     tcase_add_test(tc, hanging_foreman_stalls_no_plan);
     tcase_add_test(tc, first_success_wakes_waiting_callbacks);
     tcase_add_test(tc, delivered_within_the_cap_after_an_outage);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("daemon");
+    tcase_set_timeout(tc, 120);
+    tcase_add_checked_fixture(tc, daemon_setup, daemon_teardown);
+    tcase_add_test(tc, sigterm_leaves_callbacks_queued_for_the_restart);
     suite_add_tcase(s, tc);
     int rc = run_suite(s);
     curl_global_cleanup();
