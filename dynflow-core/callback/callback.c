@@ -303,7 +303,7 @@ df_callback *df_callback_new(const struct df_callback_config *cfg, df_error *err
     cb->key_file = cfg->key_file ? df_strdup(cfg->key_file) : NULL;
     cb->ca_file = cfg->ca_file ? df_strdup(cfg->ca_file) : NULL;
     cb->max_connections = cfg->max_connections > 0 ? cfg->max_connections : 8;
-    cb->timeout = cfg->timeout > 0 ? cfg->timeout : 60;
+    cb->timeout = cfg->timeout > 0 ? cfg->timeout : 30;
     cb->first_retry = cfg->first_retry > 0 ? cfg->first_retry : 1;
     cb->max_retry = cfg->max_retry > 0 ? cfg->max_retry : 30;
     cb->give_up_after = cfg->give_up_after > 0 ? cfg->give_up_after : 86400;

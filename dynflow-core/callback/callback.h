@@ -1,5 +1,5 @@
 /*
- * Callbacks to Foreman (reference/protocol.md §7, doc/callbacks.md): the
+ * Callbacks to Foreman (doc/callbacks.md): the
  * action Proxy::Dynflow::Callback::Action POSTs {"callback": …, "data": …} to
  * <foreman_url>/foreman_tasks/api/tasks/callback over HTTPS with the proxy's
  * client certificate.  The step never holds a worker while it waits: it hands
@@ -24,7 +24,7 @@ struct df_callback_config {
     const char *key_file;     /* :foreman_ssl_key: or :ssl_private_key: */
     const char *ca_file;      /* :foreman_ssl_ca: or :ssl_ca_file:; NULL: the system's CAs */
     unsigned max_connections; /* POSTs on the wire at once; 0: 8 */
-    double timeout;           /* seconds for one POST; 0: 60 */
+    double timeout;           /* seconds for one POST; 0: 30 */
     double first_retry;       /* seconds; 0: 1 */
     double max_retry;         /* seconds; 0: 30 */
     double give_up_after;     /* seconds; 0: 86400 */
