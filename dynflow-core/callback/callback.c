@@ -336,10 +336,10 @@ int df_callback_register(df_callback *cb, df_world *w, df_error *err)
     if ((rc = df_world_register(w, &cb->cls, err)) < 0 ||
         (rc = df_world_register(w, &cb->batch_cls, err)) < 0)
         return rc;
+    cb->w = w;
     cb->http = df_http_async_new(&tls, cb->max_connections, err);
     if (cb->http == NULL)
         return -ENOMEM;
-    cb->w = w;
     if ((rc = df_world_attach(w, cb, cb, stop_deliveries, NULL)) < 0)
         return df_errorf(err, rc, "cannot attach the callback delivery to the world: %s",
                          strerror(-rc));

@@ -31,7 +31,7 @@ struct df_http_async {
     pthread_mutex_t lock; /* the lists, the counts, stopping */
     struct job *queued, *queued_tail;
     struct job *active; /* on the wire (in the multi handle) */
-    size_t n_queued, n_active;
+    size_t n_active;
     bool stopping;
 };
 
@@ -102,7 +102,6 @@ static struct job *start_queued(df_http_async *a)
         a->queued = j->next;
         if (a->queued == NULL)
             a->queued_tail = NULL;
-        a->n_queued--;
         if (df_http_exchange_begin(&j->x, &a->tls, &req, &j->rep) < 0) {
             j->next = failed;
             failed = j;
@@ -208,20 +207,9 @@ int df_http_async_send(df_http_async *a, const struct df_http_request *req, df_h
     else
         a->queued = j;
     a->queued_tail = j;
-    a->n_queued++;
     pthread_mutex_unlock(&a->lock);
     curl_multi_wakeup(a->multi);
     return 0;
-}
-
-size_t df_http_async_pending(df_http_async *a)
-{
-    size_t n;
-
-    pthread_mutex_lock(&a->lock);
-    n = a->n_queued + a->n_active;
-    pthread_mutex_unlock(&a->lock);
-    return n;
 }
 
 static void cancel(struct job *j)
@@ -251,7 +239,7 @@ void df_http_async_stop(df_http_async *a)
     active = a->active;
     queued = a->queued;
     a->active = a->queued = a->queued_tail = NULL;
-    a->n_active = a->n_queued = 0;
+    a->n_active = 0;
     pthread_mutex_unlock(&a->lock);
     while ((j = active) != NULL) {
         active = j->next;

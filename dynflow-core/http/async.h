@@ -25,8 +25,6 @@ df_http_async *df_http_async_new(const struct df_http_tls *tls, unsigned max_con
  * (and no call of done) once the client is stopping. */
 int df_http_async_send(df_http_async *a, const struct df_http_request *req, df_http_done done,
                        void *ud);
-/* Requests queued or on the wire. */
-size_t df_http_async_pending(df_http_async *a);
 /* Stops the thread at once: requests on the wire are abandoned (their outcome is unknown), and
  * every unfinished request gets done() with DF_HTTP_CANCELLED; later sends are refused. */
 void df_http_async_stop(df_http_async *a);
