@@ -306,7 +306,8 @@ static void daemon_setup(void)
              port, getenv("DYNFLOW_MODULE_DIR"), foreman_port, workdir, workdir, workdir, log_path);
     scratch_write(workdir, "settings.yml", settings);
     snprintf(dynflow, sizeof(dynflow),
-             ":enabled: true\n:plugin_directory: %s/plugins\n:database: %s/dynflow.sqlite\n",
+             ":enabled: true\n:plugin_directory: %s/plugins\n:database: %s/dynflow.sqlite\n"
+             ":callback_connections: 4\n",
              workdir, workdir);
     scratch_write(workdir, "settings.d/dynflow.yml", dynflow);
     snprintf(script, sizeof(script),
@@ -380,8 +381,8 @@ static double slowest_count(int n)
 }
 
 /* Foreman hangs: 200 tasks all run, and one launched after their callbacks wait at Foreman too;
- * the API answers, 8 POSTs wait at Foreman (the default) and SIGTERM stops the daemon within
- * 5 s.  After a restart with Foreman answering, each task's callback arrives
+ * the API answers, 4 POSTs wait at Foreman (:callback_connections:) and SIGTERM stops the daemon
+ * within 5 s.  After a restart with Foreman answering, each task's callback arrives
  * once; twice only for those held unanswered when the daemon stopped (their outcome was
  * unknown to it). */
 START_TEST(sigterm_leaves_callbacks_queued_for_the_restart)
@@ -393,11 +394,11 @@ START_TEST(sigterm_leaves_callbacks_queued_for_the_restart)
     launch_marks(0, DAEMON_TASKS - 1);
     ck_assert_msg(WAIT_UNTIL(lines_in("ran.log") == DAEMON_TASKS - 1, 30),
                   "%d of %d tasks ran while Foreman hung", lines_in("ran.log"), DAEMON_TASKS - 1);
-    ck_assert(WAIT_UNTIL(foreman_held_now(false) >= 5, 10)); /* as many as the workers */
+    ck_assert(WAIT_UNTIL(foreman_held_now(false) >= 4, 10));
     launch_marks(DAEMON_TASKS - 1, 1);
     ck_assert_msg(WAIT_UNTIL(lines_in("ran.log") == DAEMON_TASKS, 10),
                   "a task launched while callbacks wait did not run");
-    ck_assert(WAIT_UNTIL(foreman_held_now(false) == 8, 10));
+    ck_assert(WAIT_UNTIL(foreman_held_now(false) == 4, 10));
     slowest = slowest_count(20);
     ck_assert_msg(slowest < 0.5, "GET /dynflow/tasks/count took %.3f s", slowest);
     t0 = tu_now();
@@ -407,7 +408,7 @@ START_TEST(sigterm_leaves_callbacks_queued_for_the_restart)
     daemon_pid = 0;
     ck_assert_msg(tu_now() - t0 <= 5, "smart-proxyd took %.1f s to stop", tu_now() - t0);
     ck_assert_int_eq(status, 0);
-    ck_assert_int_eq(foreman_held_now(true), 8);
+    ck_assert_int_eq(foreman_held_now(true), 4);
     foreman_hang(false);
     daemon_start();
     for (int i = 0; i < DAEMON_TASKS; i++) {
