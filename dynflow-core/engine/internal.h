@@ -266,7 +266,8 @@ struct df_writer {
     pthread_cond_t done_cond; /* a batch committed or failed */
     struct df_wop *head, *tail;
     uint64_t batch_started, batch_done;
-    size_t n_ops; /* queued operations */
+    size_t n_ops;  /* queued operations */
+    bool trim_due; /* a batch committed since the last trim_when_idle() */
     /* Since a batch failed and until one commits (doc/persistence.md) */
     bool failing;
     df_error failure;      /* why the last batch failed */

@@ -13,6 +13,7 @@
  * Loading turns rows back into plans, for inspection and for recovery.
  */
 #include <errno.h>
+#include <malloc.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -571,6 +572,27 @@ static void retry_pause(struct df_writer *wr)
         ;
 }
 
+/* After a second without work, SQLite's page caches and the free heap glibc keeps go back to the
+ * system: a burst of output (64 MiB of chunks) does not stay resident (doc/output.md).  Writer
+ * lock held; returns when there is work, on stop, or after trimming. */
+static void trim_when_idle(df_world *w)
+{
+    struct df_writer *wr = &w->writer;
+    struct timespec until;
+
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += 1;
+    while (wr->head == NULL && !wr->stop)
+        if (pthread_cond_timedwait(&wr->cond, &wr->lock, &until) == ETIMEDOUT) {
+            wr->trim_due = false;
+            pthread_mutex_unlock(&wr->lock);
+            store_release_memory(w->st);
+            malloc_trim(0);
+            pthread_mutex_lock(&wr->lock);
+            return;
+        }
+}
+
 static void *writer_thread(void *arg)
 {
     df_world *w = arg;
@@ -582,6 +604,8 @@ static void *writer_thread(void *arg)
         uint64_t batch;
         df_error err = {{0}};
         int rc;
+        if (wr->trim_due)
+            trim_when_idle(w);
         while (wr->head == NULL && !wr->stop)
             pthread_cond_wait(&wr->cond, &wr->lock);
         if (wr->head == NULL)
@@ -609,6 +633,7 @@ static void *writer_thread(void *arg)
 
         pthread_mutex_lock(&wr->lock);
         if (rc == 0) {
+            wr->trim_due = true;
             note_success(w);
             wr->batch_done = batch;
             free_ops(ops);

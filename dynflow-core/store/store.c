@@ -1226,3 +1226,15 @@ int store_max_timer_id(store *st, int64_t *id, df_error *err)
     pthread_mutex_unlock(st->rlock);
     return rc;
 }
+
+void store_release_memory(store *st)
+{
+    if (st->memory)
+        return;
+    pthread_mutex_lock(st->wlock);
+    sqlite3_db_release_memory(st->wdb);
+    pthread_mutex_unlock(st->wlock);
+    pthread_mutex_lock(st->rlock);
+    sqlite3_db_release_memory(st->rdb);
+    pthread_mutex_unlock(st->rlock);
+}

@@ -168,5 +168,8 @@ int store_each_timer(store *st, int (*fn)(void *ud, const struct store_timer_row
                      df_error *err);
 /* Largest timer id in use (0 if none). */
 int store_max_timer_id(store *st, int64_t *id, df_error *err);
+/* Gives the page caches' unused memory back (a file database; in memory the pages are the
+ * data).  Takes each connection's lock. */
+void store_release_memory(store *st);
 
 #endif
