@@ -247,10 +247,10 @@ static int upstream_keys(const char *path, json_t *obj, struct sp_error *err)
 
     if (listen != NULL && !json_is_string(listen))
         return wrong_type(path, "listen", K_STRING, listen, err);
-    if (port != NULL && (p = as_port(port)) == NULL)
-        return wrong_type(path, "port", K_PORT, port, err);
     if (https != NULL && !json_is_boolean(https))
         return wrong_type(path, "use_https", K_BOOL, https, err);
+    if (port != NULL && (p = as_port(port)) == NULL) /* p is a new reference: checked last */
+        return wrong_type(path, "port", K_PORT, port, err);
     if (listen != NULL)
         rc = upstream_into(path, obj, "listen", json_pack("[O]", listen), "bind_host", K_LIST, err);
     if (port != NULL || https != NULL) {
