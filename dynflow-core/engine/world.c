@@ -678,6 +678,9 @@ int df_world_start(df_world *w, df_error *err)
         rc = df_queue_start(w->queues[i], err);
     if (rc == 0)
         rc = df_timers_start(w, err);
+    for (size_t i = 0; rc == 0 && i < DF_ARRAY_SIZE(w->attached); i++)
+        if (w->attached[i].recover != NULL)
+            w->attached[i].recover(w->attached[i].data);
     if (rc == 0)
         rc = df_persist_recover(w, err);
     if (rc == 0 && w->cleaner_age > 0) {
@@ -720,11 +723,26 @@ int df_world_attach(df_world *w, const void *key, void *data, void (*stop)(void 
         if (at->key == key)
             return -EEXIST;
         if (at->key == NULL) {
-            *at = (struct df_attachment){key, data, stop, release};
+            *at = (struct df_attachment){key, data, stop, release, NULL};
             return 0;
         }
     }
     return -ENOSPC;
+}
+
+int df_world_on_recovery(df_world *w, const void *key, void (*recover)(void *data))
+{
+    for (size_t i = 0; i < DF_ARRAY_SIZE(w->attached); i++)
+        if (w->attached[i].key == key) {
+            w->attached[i].recover = recover;
+            return 0;
+        }
+    return -ENOENT;
+}
+
+store *df_world_durable_store(df_world *w)
+{
+    return w->durable ? w->st : NULL;
 }
 
 bool df_world_has_class(df_world *w, const char *name)

@@ -209,6 +209,10 @@ int df_world_attach(df_world *w, const void *key, void *data, void (*stop)(void 
                     void (*release)(void *data));
 /* The data attached under key, or NULL. */
 void *df_world_attachment(df_world *w, const void *key);
+/* df_world_start() calls recover(data) of the data attached under key once the database is
+ * open and before plans are recovered (the runner dispatcher ends what an earlier process left
+ * running there).  -ENOENT when nothing is attached under key. */
+int df_world_on_recovery(df_world *w, const void *key, void (*recover)(void *data));
 /* Blocks until everything changed so far is committed to the database. */
 void df_world_sync(df_world *w);
 
