@@ -273,6 +273,10 @@ void df_api_launch(df_api *api, const struct df_api_request *req, struct df_api_
         res->body = launch_batch(api, req, op, input, options, &res->status);
         json_decref(options);
     }
+    /* acknowledged means committed: a kill -9 right after the answer loses no task (the crash
+     * loop found it, doc/recovery.md) */
+    if (res->status == 200)
+        df_world_sync(api->w);
     json_decref(body);
 }
 

@@ -19,8 +19,8 @@
 #include "../unit/testutil.h"
 
 #define MAX_TASKS       4096
-#define SCRIPT_PER_KILL 6
-#define SSH_PER_KILL    2
+#define SCRIPT_PER_KILL 4
+#define SSH_PER_KILL    1
 #define TASK_TIMEOUT_S  30 /* the script kind's :timeout: */
 
 struct task {
@@ -148,8 +148,8 @@ static long request(const char *method, const char *path, const char *json, char
 
 static void add_script_entry(json_t *input, const char *id)
 {
-    /* 0.1 to 1.5 s: some end before the kill, some run across it, most wait for a slot */
-    json_t *args = json_pack("{s:s, s:f}", "token", id, "sleep", 0.1 + (rand() % 15) / 10.0);
+    /* 0.1 to 0.8 s: some end before the kill, some run across it, most wait for a slot */
+    json_t *args = json_pack("{s:s, s:f}", "token", id, "sleep", 0.1 + (rand() % 8) / 10.0);
 
     json_object_set_new(input, id,
                         json_pack("{s:{s:s, s:o, s:{s:s, s:i}}}", "action_input", "kind", "mark",
@@ -511,7 +511,7 @@ START_TEST(crash_loop)
         if (with_ssh)
             launch("ssh", SSH_PER_KILL, true);
         /* anywhere in a commit, a callback, a start or an output delivery */
-        usleep((useconds_t)(rand() % 1200000));
+        usleep((useconds_t)(rand() % 1000000));
         daemon_kill();
         daemon_start();
         check_integrity(&t);
