@@ -129,6 +129,9 @@ struct df_hook {
 #define DF_ACTION_SINGLETON    0x2u /* one active plan with this action at a time */
 #define DF_ACTION_HANDLES_SKIP 0x4u /* run gets DF_EVENT_SKIP when a skipped step resumes */
 #define DF_ACTION_POLLED       0x8u /* WithExternalPolling: a status request sends DF_EVENT_POLL */
+/* A run step a crash interrupted runs again (without an event) instead of ending "Abnormal
+ * termination": running it twice is harmless (a callback to Foreman). */
+#define DF_ACTION_RERUNNABLE 0x10u
 
 struct df_middleware;
 
