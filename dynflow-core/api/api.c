@@ -317,7 +317,8 @@ static const struct df_action_class batch_class = {
     .name = DF_BATCH_CLASS,
     .run = batch_run,
     .rescue = DF_RESCUE_FAIL,
-    .flags = DF_ACTION_CANCELLABLE,
+    /* a crash while the children are made: the step runs again and makes the missing ones */
+    .flags = DF_ACTION_CANCELLABLE | DF_ACTION_RERUNNABLE,
 };
 
 void df_api_trigger(df_api *api, const struct df_api_request *req, struct df_api_response *res)

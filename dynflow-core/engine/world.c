@@ -395,13 +395,40 @@ int df_trigger(df_world *w, const char *class_name, json_t *args,
     return trigger(w, class_name, args, opts, NULL, id, planned, err);
 }
 
+/* Whether plan id exists as a child of a (its step runs again after a crash interrupted it). */
+static bool child_of(df_world *w, const char *id, const struct df_action *a)
+{
+    df_plan *p = id != NULL ? df_world_plan(w, id, false) : NULL;
+    bool mine;
+
+    if (p == NULL)
+        return false;
+    pthread_mutex_lock(&p->lock);
+    mine = p->caller_plan_id != NULL && strcmp(p->caller_plan_id, a->plan->id) == 0 &&
+           p->caller_action_id == a->id;
+    pthread_mutex_unlock(&p->lock);
+    df_plan_unref(p);
+    return mine;
+}
+
 int df_action_trigger_child(df_action *a, const char *class_name, json_t *args, const char *plan_id,
                             char child_id[DF_UUID_BUF], bool *planned)
 {
     struct df_trigger_opts o = {.plan_id = plan_id};
     df_error err;
     bool ok = false;
-    int rc = trigger(a->plan->w, class_name, args, &o, a, child_id, &ok, &err);
+    int rc;
+
+    if (child_of(a->plan->w, plan_id, a)) { /* made before the crash: counted, not made again */
+        json_decref(args);
+        if (child_id != NULL)
+            snprintf(child_id, DF_UUID_BUF, "%s", plan_id);
+        if (planned != NULL)
+            *planned = true;
+        df_sub_plans_count_child(a);
+        return 0;
+    }
+    rc = trigger(a->plan->w, class_name, args, &o, a, child_id, &ok, &err);
 
     if (planned != NULL)
         *planned = ok;

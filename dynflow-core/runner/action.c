@@ -200,13 +200,30 @@ static int start_batch_runner(df_action *a)
                                json_object_get(in, "targets"));
 }
 
+/* The step's first run, or its first run again after a crash interrupted it (the class is
+ * DF_ACTION_RERUNNABLE): a runner recorded as started for the step then has an unknown
+ * outcome (doc/recovery.md). */
+static int first_run(df_action *a)
+{
+    char earlier[DF_UUID_BUF];
+
+    if (df_runner_started_for_step(df_action_world(a), df_action_plan_id(a),
+                                   df_action_run_step_id(a), earlier)) {
+        json_object_set_new(df_action_output(a), "runner_id", json_string(earlier));
+        return restarted(a, earlier);
+    }
+    return runner_action(a)->start(a);
+}
+
 static int runner_run(df_action *a, const df_event *ev)
 {
     df_dispatcher *d = df_dispatcher_of(df_action_world(a));
     const char *runner_id = json_string_value(json_object_get(df_action_output(a), "runner_id"));
 
+    if (ev == NULL && runner_id != NULL)
+        return recovered(a, runner_id);
     if (ev == NULL)
-        return runner_id != NULL ? recovered(a, runner_id) : runner_action(a)->start(a);
+        return first_run(a);
     switch (ev->kind) {
         case DF_EVENT_RUNNER_UPDATE:
             return process_update(a, ev->data);
@@ -260,7 +277,7 @@ static void runner_present(df_action *a, json_t *output)
                .finalize = runner_finalize,                                                        \
                .present = runner_present,                                                          \
                .rescue = DF_RESCUE_FAIL,                                                           \
-               .flags = DF_ACTION_CANCELLABLE | DF_ACTION_POLLED,                                  \
+               .flags = DF_ACTION_CANCELLABLE | DF_ACTION_POLLED | DF_ACTION_RERUNNABLE,           \
                .data = self},                                                                      \
         .cls = runner_cls, .start = start_fn                                                       \
     }

@@ -173,6 +173,10 @@ int df_runner_record_process(df_runner *r, pid_t pid, df_error *err);
 /* Whether a runner of an earlier process may have started (its start is recorded, or cannot be
  * told). */
 bool df_runner_was_started(df_world *w, const char *runner_id);
+/* Whether a runner was recorded as started for the step (its id in runner_id): a crash may
+ * interrupt the step's first run after its runner started and before the step was stored. */
+bool df_runner_started_for_step(df_world *w, const char *plan_id, int step_id,
+                                char runner_id[DF_UUID_BUF]);
 /* Appends a debug record per recorded process of the runner saying what became of it. */
 void df_runner_restart_notes(df_world *w, const char *runner_id, json_t *records, double ts);
 /* The world's recovery hook: ends the process groups an earlier run left behind. */

@@ -169,6 +169,14 @@ bool df_runner_was_started(df_world *w, const char *runner_id)
     return st == NULL || store_runner_started(st, runner_id, NULL) != -ENOENT;
 }
 
+bool df_runner_started_for_step(df_world *w, const char *plan_id, int step_id,
+                                char runner_id[DF_UUID_BUF])
+{
+    store *st = df_world_durable_store(w);
+
+    return st != NULL && store_runner_of_step(st, plan_id, step_id, runner_id, NULL) == 0;
+}
+
 struct notes {
     json_t *records;
     double ts;

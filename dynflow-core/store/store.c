@@ -178,11 +178,12 @@ enum { TM_ID = 1, TM_PLAN, TM_STEP, TM_DUE_AT, TM_EVENT };
 enum { RS_RUNNER = 1, RS_PLAN, RS_STEP, RS_STARTED };
 enum { RP_RUNNER = 1, RP_PID, RP_START_TICKS, RP_BOOT_ID, RP_OUTCOME };
 #define RUNNER_PROCESS_COLS "runner_id, pid, start_ticks, boot_id, outcome"
-/* Runners whose step is no longer suspended: their outcome is stored, their facts can go. */
+/* Runners whose step is neither suspended nor running (a crash interrupted it, and the runner
+ * action runs it again): their outcome is stored, their facts can go. */
 #define ENDED_RUNNERS                                                                              \
     "(SELECT runner_id FROM dynflow_runner_starts r WHERE NOT EXISTS (SELECT 1 FROM dynflow_steps" \
     " s WHERE s.execution_plan_uuid = r.execution_plan_uuid AND s.id = r.step_id"                  \
-    " AND s.state = 'suspended'))"
+    " AND s.state IN ('suspended', 'running')))"
 #define OLD_RUNNERS                                                                                \
     "(SELECT runner_id FROM dynflow_runner_starts WHERE execution_plan_uuid IN " OLD_PLANS ")"
 
@@ -239,6 +240,7 @@ enum stmt_id {
     S_TIMERS,
     S_MAX_TIMER,
     S_RUNNER_STARTED,
+    S_RUNNER_OF_STEP,
     S_RUNNER_PROCESSES,
     S_COUNT
 };
@@ -322,6 +324,9 @@ static const char *const stmt_sql[S_COUNT] = {
     [S_TIMERS] = "SELECT " TIMER_COLS " FROM dynflow_timers ORDER BY due_at, id",
     [S_MAX_TIMER] = "SELECT coalesce(max(id), 0) FROM dynflow_timers",
     [S_RUNNER_STARTED] = "SELECT 1 FROM dynflow_runner_starts WHERE runner_id = ?1",
+    [S_RUNNER_OF_STEP] = "SELECT runner_id FROM dynflow_runner_starts"
+                         " WHERE execution_plan_uuid = ?1 AND step_id = ?2 ORDER BY started_at DESC"
+                         " LIMIT 1",
     /* ?1 NULL: every runner's */
     [S_RUNNER_PROCESSES] = "SELECT " RUNNER_PROCESS_COLS " FROM dynflow_runner_processes"
                            " WHERE ?1 IS NULL OR runner_id = ?1 ORDER BY runner_id, pid",
@@ -1291,6 +1296,28 @@ int store_runner_started(store *st, const char *runner_id, df_error *err)
     rc = query(s, row_found, &found, err, "reading the start of runner %s", runner_id);
     pthread_mutex_unlock(st->rlock);
     return rc ? rc : found ? 0 : -ENOENT;
+}
+
+static int row_runner_id(sqlite3_stmt *s, void *ctx)
+{
+    snprintf(ctx, DF_UUID_BUF, "%s", col_text(s, 1) ? col_text(s, 1) : "");
+    return 0;
+}
+
+int store_runner_of_step(store *st, const char *plan_uuid, int step_id, char runner_id[DF_UUID_BUF],
+                         df_error *err)
+{
+    sqlite3_stmt *s = st->stmt[S_RUNNER_OF_STEP];
+    int rc;
+
+    runner_id[0] = '\0';
+    pthread_mutex_lock(st->rlock);
+    bind_text(s, 1, plan_uuid);
+    sqlite3_bind_int(s, 2, step_id);
+    rc = query(s, row_runner_id, runner_id, err, "reading the runner of step %d of plan %s",
+               step_id, plan_uuid);
+    pthread_mutex_unlock(st->rlock);
+    return rc ? rc : runner_id[0] ? 0 : -ENOENT;
 }
 
 static int row_runner_process(sqlite3_stmt *s, void *ctx)

@@ -144,7 +144,7 @@ int store_put_runner_process(store *st, const struct store_runner_process_row *r
 /* Sets r->outcome of the row (r->runner_id, r->pid). */
 int store_set_runner_process_outcome(store *st, const struct store_runner_process_row *r,
                                      df_error *err);
-/* Deletes the facts of runners whose step is no longer suspended. */
+/* Deletes the facts of runners whose step is neither suspended nor running. */
 int store_delete_ended_runners(store *st, df_error *err);
 /* The world's store when it is a file (engine/world.c), else NULL: an in-memory database
  * survives no restart, so there are no facts to keep. */
@@ -189,6 +189,9 @@ int store_each_timer(store *st, int (*fn)(void *ud, const struct store_timer_row
 int store_max_timer_id(store *st, int64_t *id, df_error *err);
 /* 0 when the start of the runner was recorded, -ENOENT when not. */
 int store_runner_started(store *st, const char *runner_id, df_error *err);
+/* The runner last recorded as started for a step; -ENOENT when none. */
+int store_runner_of_step(store *st, const char *plan_uuid, int step_id, char runner_id[DF_UUID_BUF],
+                         df_error *err);
 /* The recorded processes of a runner (runner_id NULL: of every runner). */
 int store_each_runner_process(store *st, const char *runner_id,
                               int (*fn)(void *ud, const struct store_runner_process_row *r),

@@ -382,7 +382,8 @@ static void check_outcomes(struct tally *t)
         }
         t->unknown += unknown;
         if (n > 1) {
-            fprintf(stderr, "crash: task %s ran %d times\n", tasks[i].id, n);
+            fprintf(stderr, "crash: task %s (%s) ran %d times: %s\n", tasks[i].id,
+                    tasks[i].ssh ? "ssh" : "script", n, body);
             t->doubled++;
         }
         if (n == 0 && !unknown) {
