@@ -405,7 +405,7 @@ static _Noreturn void child_main(const struct df_proc_spec *spec, const struct c
         sigaction(sig, &dfl, NULL); /* fails harmlessly for SIGKILL, SIGSTOP and libc's own */
     sigemptyset(&none);
     sigprocmask(SIG_SETMASK, &none, NULL);
-    /* a belt: the job dies with the runner thread even if it never gets to the gate */
+    /* a belt (doc/recovery.md): SIGKILL when the runner thread, i.e. the daemon, dies */
     if (setsid() < 0 || prctl(PR_SET_PDEATHSIG, SIGKILL) < 0 || getppid() != parent ||
         child_stdio(spec, c) < 0 || (spec->cwd != NULL && chdir(spec->cwd) < 0))
         goto failed;
