@@ -708,13 +708,15 @@ int df_world_start(df_world *w, df_error *err)
     for (size_t i = 0; rc == 0 && i < DF_ARRAY_SIZE(w->attached); i++)
         if (w->attached[i].recover != NULL)
             w->attached[i].recover(w->attached[i].data);
+    /* before plans are recovered: their steps run at once and may trigger plans (a batch making
+     * the children a crash kept it from making, doc/recovery.md) */
+    w->started = true;
     if (rc == 0)
         rc = df_persist_recover(w, err);
     if (rc == 0 && w->cleaner_age > 0) {
         struct df_timer t = {.type = DF_TIMER_CLEANER, .due = df_now_us()};
         df_timers_add(w, &t);
     }
-    w->started = true;
     return rc;
 }
 

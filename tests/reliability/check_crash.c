@@ -29,7 +29,7 @@ struct task {
     bool ssh;
 };
 
-static char dir[512], marks[600], db[600], sshd_dir[700], ssh_port[16], ssh_key[600];
+static char dir[512], marks[600], db[600], pid_file[600], sshd_dir[700], ssh_port[16], ssh_key[600];
 static bool with_ssh;
 static struct task tasks[MAX_TASKS];
 static int n_tasks, run_no;
@@ -85,6 +85,8 @@ static void daemon_start(void)
     if (daemon_out >= 0)
         close(daemon_out);
     daemon_pid = start_in(dir, NULL, &daemon_out);
+    snprintf(settings, sizeof(settings), "%d\n", (int)daemon_pid);
+    scratch_write(dir, "daemon.pid", settings);
     ck_assert_uint_eq(bound_port(run_no), port);
 }
 
@@ -441,8 +443,8 @@ static void setup(void)
     scratch_write(dir, "marks", "");
     chmod(marks, 0666);
     snprintf(db, sizeof(db), "%s/dynflow.db", dir);
+    snprintf(pid_file, sizeof(pid_file), "%s/daemon.pid", dir);
     scratch_certs(dir);
-    foreman_start(dir);
     start_sshd();
     snprintf(sub, sizeof(sub), "%s/settings.d", dir);
     mkdir(sub, 0700);
@@ -469,21 +471,40 @@ static void setup(void)
     if (with_ssh) {
         snprintf(text, sizeof(text), ":enabled: true\n:ssh_identity_key_file: %s\n", ssh_key);
         scratch_write(dir, "settings.d/remote_execution_ssh.yml", text);
-        setenv("HOME", dir, 1); /* the daemon_pid's known_hosts */
+        setenv("HOME", dir, 1); /* the daemon's known_hosts */
         snprintf(sub, sizeof(sub), "%s/.ssh", dir);
         mkdir(sub, 0700);
     }
 }
 
-static void teardown(void)
+/* The fake Foreman's threads and the daemon belong to the test's process (Check forks it). */
+static void start_foreman(void)
 {
-    char cmd[1600];
+    foreman_start(dir);
+}
 
+static void stop_daemon_and_foreman(void)
+{
     if (daemon_pid > 0) {
         kill(daemon_pid, SIGTERM);
         finish(daemon_pid);
     }
+    daemon_pid = 0;
+    unlink(pid_file);
     foreman_stop();
+}
+
+/* Also after a failed test: the daemon it left (by the pid it wrote down), sshd, the files. */
+static void teardown(void)
+{
+    char cmd[1600];
+    FILE *f = fopen(pid_file, "r");
+    int pid;
+
+    if (f != NULL && fscanf(f, "%d", &pid) == 1 && pid > 0)
+        kill(pid, SIGKILL);
+    if (f != NULL)
+        fclose(f);
     if (with_ssh) {
         snprintf(cmd, sizeof(cmd), "%s/sshd.sh stop %s >/dev/null", getenv("SSH_SCRIPTS"),
                  sshd_dir);
@@ -508,11 +529,13 @@ START_TEST(crash_loop)
 
     daemon_start();
     for (int k = 0; k < n; k++) {
-        launch("script", SCRIPT_PER_KILL, false);
+        /* the first round kills at once: tasks are sure to wait in the queue */
+        launch("script", k == 0 ? 3 * SCRIPT_PER_KILL : SCRIPT_PER_KILL, false);
         if (with_ssh)
             launch("ssh", SSH_PER_KILL, true);
         /* anywhere in a commit, a callback, a start or an output delivery */
-        usleep((useconds_t)(rand() % 1000000));
+        if (k > 0)
+            usleep((useconds_t)(rand() % 1000000));
         daemon_kill();
         daemon_start();
         check_integrity(&t);
@@ -545,7 +568,8 @@ int main(void)
     Suite *s = suite_create("crash");
     TCase *tc = tcase_create("crash");
 
-    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_add_unchecked_fixture(tc, setup, teardown);
+    tcase_add_checked_fixture(tc, start_foreman, stop_daemon_and_foreman);
     tcase_set_timeout(tc, 120 + kills() * 10);
     tcase_add_test(tc, crash_loop);
     suite_add_tcase(s, tc);
