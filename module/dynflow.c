@@ -59,6 +59,116 @@ struct dynflow {
 
 typedef void (*api_fn)(df_api *api, const struct df_api_request *req, struct df_api_response *res);
 
+/* The reply when an allocation failed building one: static, never freed. */
+static const char out_of_memory[] = "{\"error\":\"out of memory: the reply could not be built\"}";
+
+static void keep_static(void *body)
+{
+    (void)body;
+}
+
+struct text {
+    char *s;
+    size_t len, cap;
+    bool failed;
+};
+
+static int append_text(const char *buf, size_t n, void *ud)
+{
+    struct text *t = ud;
+
+    if (!t->failed && t->len + n + 1 > t->cap) {
+        size_t cap = (t->len + n + 1) * 2;
+        char *s = realloc(t->s, cap);
+        t->failed = s == NULL;
+        if (s != NULL) {
+            t->s = s;
+            t->cap = cap;
+        }
+    }
+    if (t->failed)
+        return -1;
+    memcpy(t->s + t->len, buf, n);
+    t->len += n;
+    t->s[t->len] = '\0';
+    return 0;
+}
+
+/* json_dumps(), but NULL when a write failed: jansson (2.14) ignores a failed write of an
+ * object's key and returns the JSON without it. */
+static char *dump_json(const json_t *j)
+{
+    struct text t = {0};
+
+    if (json_dump_callback(j, append_text, &t, JSON_COMPACT) < 0 || t.failed || t.s == NULL) {
+        free(t.s);
+        return NULL;
+    }
+    return t.s;
+}
+
+/* A JSON reply (body steals; NULL: empty unless failed), or 503 when it cannot be built. */
+static void reply_json(struct sp_response *res, unsigned status, json_t *body, bool failed)
+{
+    char *text = body != NULL ? dump_json(body) : failed ? NULL : strdup("");
+
+    json_decref(body);
+    res->content_type = "application/json";
+    if (text == NULL) {
+        res->status = 503;
+        res->body = (char *)out_of_memory;
+        res->body_len = sizeof(out_of_memory) - 1;
+        res->free_body = keep_static;
+        return;
+    }
+    res->status = status;
+    res->body = text;
+    res->body_len = strlen(text);
+    res->free_body = free;
+}
+
+struct status_reader {
+    const struct sp_host_api *host;
+    df_json_stream *stream;
+};
+
+static long read_stream(void *reader, char *buf, size_t max)
+{
+    struct status_reader *sr = reader;
+    df_error err;
+    long n = df_json_stream_read(sr->stream, buf, max, &err);
+
+    if (n < 0 && sr->host != NULL)
+        sr->host->log(sr->host->ctx, SP_LOG_ERROR, "a status reply is cut short: %s", err.text);
+    return n;
+}
+
+static void free_stream(void *reader)
+{
+    struct status_reader *sr = reader;
+
+    df_json_stream_free(sr->stream);
+    free(sr);
+}
+
+/* The status routes' bodies are read from the store while they are sent (doc/output.md). */
+static int stream_body(struct sp_response *res, df_json_stream *stream,
+                       const struct sp_host_api *host)
+{
+    struct status_reader *sr = malloc(sizeof(*sr));
+
+    if (sr == NULL) {
+        df_json_stream_free(stream);
+        return -ENOMEM;
+    }
+    sr->host = host;
+    sr->stream = stream;
+    res->read = read_stream;
+    res->reader = sr;
+    res->free_reader = free_stream;
+    return 0;
+}
+
 static int respond(const struct sp_request *req, struct sp_response *res, api_fn fn,
                    struct dynflow *df, bool done_event)
 {
@@ -79,12 +189,29 @@ static int respond(const struct sp_request *req, struct sp_response *res, api_fn
         fn(df->api, &ar, &out);
     else
         df_api_event(df->api, &ar, done_event, &out);
-    res->status = out.status;
-    res->content_type = "application/json";
-    res->body = out.body != NULL ? json_dumps(out.body, JSON_COMPACT) : strdup("");
-    res->body_len = res->body != NULL ? strlen(res->body) : 0;
-    res->free_body = free;
-    json_decref(out.body);
+    if (out.stream != NULL) {
+        res->status = out.status;
+        res->content_type = "application/json";
+        if (stream_body(res, out.stream, df->host) == 0)
+            return 0; /* else no memory for the reader: no body, so 503 below */
+    }
+    /* only update and done answer 200 with no body; else no body means an allocation failed */
+    reply_json(res, out.status, out.body, out.body == NULL && (fn != NULL || out.status != 200));
+    return 0;
+}
+
+/* Routes that create tasks: while the database cannot be written, 503 before anything is
+ * created, as no step would start (doc/persistence.md). */
+static int respond_creating(const struct sp_request *req, struct sp_response *res, api_fn fn,
+                            struct dynflow *df)
+{
+    df_error err;
+    json_t *body;
+
+    if (df_world_writable(df->w, &err) == 0)
+        return respond(req, res, fn, df, false);
+    body = json_pack("{s:s+}", "error", "the task was not created: ", err.text);
+    reply_json(res, 503, body, true);
     return 0;
 }
 
@@ -94,9 +221,15 @@ static int respond(const struct sp_request *req, struct sp_response *res, api_fn
         return respond(req, res, fn, state, false);                                                \
     }
 
+#define CREATING_ROUTE(handler, fn)                                                                \
+    static int handler(void *state, const struct sp_request *req, struct sp_response *res)         \
+    {                                                                                              \
+        return respond_creating(req, res, fn, state);                                              \
+    }
+
 ROUTE(bulk_status, df_api_bulk_status)
-ROUTE(launch, df_api_launch)
-ROUTE(trigger, df_api_trigger)
+CREATING_ROUTE(launch, df_api_launch)
+CREATING_ROUTE(trigger, df_api_trigger)
 ROUTE(cancel, df_api_cancel)
 ROUTE(status, df_api_status)
 ROUTE(count, df_api_count)
@@ -209,10 +342,14 @@ static int relay_prefixed(void *state, const struct sp_request *req, struct sp_r
 }
 
 /* Forward mode (§3.1): update/done with an Authorization header go to the core unchecked (it
- * checks the token); every other GET and POST needs a client certificate and trusted_hosts. */
+ * checks the token); every other GET and POST needs a client certificate and trusted_hosts.  The
+ * routes with a task id are named so that the host refuses what is not one here, as in internal
+ * mode (doc/http-input.md), instead of relaying it. */
 static const struct sp_route forward_routes[] = {
     {"POST", "/tasks/:task_id/update", relay, SP_AUTH_ANY | SP_AUTH_TOKEN},
     {"POST", "/tasks/:task_id/done", relay, SP_AUTH_ANY | SP_AUTH_TOKEN},
+    {"POST", "/tasks/:task_id/cancel", relay, SP_AUTH_ANY},
+    {"GET", "/tasks/:task_id/status", relay, SP_AUTH_ANY},
     {"GET", "/*", relay, SP_AUTH_ANY},
     {"POST", "/*", relay, SP_AUTH_ANY},
     {NULL, NULL, NULL, 0},
@@ -418,8 +555,8 @@ static double number(const json_t *settings, const char *key, double fallback)
     return json_is_number(v) ? json_number_value(v) : fallback;
 }
 
-/* The host's log for the runner dispatcher. */
-static void runner_log(void *ctx, int level, const char *fmt, va_list ap)
+/* The host's log for the engine and the runner dispatcher. */
+static void host_log(void *ctx, int level, const char *fmt, va_list ap)
 {
     const struct sp_host_api *host = ctx;
     char msg[1024];
@@ -440,7 +577,7 @@ static int setup_runners(struct dynflow *df, const json_t *settings, df_error *e
     struct df_runner_config cfg = {
         .refresh_interval = number(settings, "runner_refresh_interval", 1),
         .max_concurrent = (unsigned)number(settings, "max_concurrent_runners", 1000),
-        .log = df->host != NULL ? runner_log : NULL,
+        .log = df->host != NULL ? host_log : NULL,
         .log_ctx = (void *)df->host,
     };
 
@@ -461,6 +598,8 @@ static int start_internal(struct dynflow *df, const json_t *settings, bool publi
         .database = database,
         .pool_size = (unsigned)number(settings, "pool_size", 0),
         .cleaner_age = number(settings, "execution_plan_cleaner_age", 1800),
+        .log = df->host != NULL ? host_log : NULL,
+        .log_ctx = (void *)df->host,
     };
     df_error err = {{0}};
 

@@ -24,7 +24,23 @@ struct sp_server_hooks {
     void (*access)(void *ud, const struct sp_request *req, unsigned status, double ms);
 };
 
+/* What one client may hold and how long it may take (doc/http-server.md); each at least 1. */
+struct sp_server_limits {
+    unsigned max_connections; /* per listener; more wait in the listen backlog */
+    unsigned per_address;     /* open connections of one client address, all listeners */
+    unsigned header_timeout;  /* seconds from connect (or the previous answer) to a complete
+                               * request header, TLS handshake included */
+    size_t body_memory;       /* bytes of request bodies in flight, all connections */
+};
+#define SP_SERVER_LIMITS_DEFAULT                                                                   \
+    {                                                                                              \
+        1000, 100, 10, (size_t)64 << 20                                                            \
+    }
+
+/* With SP_SERVER_LIMITS_DEFAULT. */
 struct sp_server *sp_server_new(size_t max_body, const struct sp_server_hooks *hooks);
+/* Before the first listener. */
+void sp_server_set_limits(struct sp_server *srv, const struct sp_server_limits *limits);
 /* Replaces the mounted modules (copied); requests in flight keep the old table. */
 void sp_server_mount(struct sp_server *srv, const struct sp_mount *mounts, size_t n);
 /* TLS of an HTTPS listener: PEM files; a client certificate is asked for and verified against

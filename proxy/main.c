@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -322,6 +323,38 @@ static int listen_all(struct proxy *px)
     return 0;
 }
 
+/* Connections take a descriptor each (up to :max_connections: per listener): the soft limit
+ * goes up to the hard one, as the runner dispatcher does too. */
+static void raise_fd_limit(void)
+{
+    struct rlimit rl;
+
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        if (setrlimit(RLIMIT_NOFILE, &rl) < 0)
+            log_msg(SP_LOG_WARNING, "cannot raise the descriptor limit to %llu: %s",
+                    (unsigned long long)rl.rlim_max, strerror(errno));
+    }
+}
+
+/* The HTTP server's limits: settings.yml's, SP_SERVER_LIMITS_DEFAULT for those it leaves out. */
+static void set_limits(struct proxy *px)
+{
+    struct sp_server_limits limits = SP_SERVER_LIMITS_DEFAULT;
+    const struct sp_settings *s = px->settings;
+    json_t *v;
+
+    if ((v = sp_setting(s, "max_connections")) != NULL)
+        limits.max_connections = (unsigned)json_integer_value(v);
+    if ((v = sp_setting(s, "max_connections_per_address")) != NULL)
+        limits.per_address = (unsigned)json_integer_value(v);
+    if ((v = sp_setting(s, "request_header_timeout")) != NULL)
+        limits.header_timeout = (unsigned)json_integer_value(v);
+    if ((v = sp_setting(s, "max_body_memory")) != NULL)
+        limits.body_memory = (size_t)json_integer_value(v);
+    sp_server_set_limits(px->server, &limits);
+}
+
 static void stop(struct proxy *px)
 {
     if (px->server != NULL)
@@ -474,6 +507,8 @@ int main(int argc, char **argv)
         return 1;
     }
     mount_all(&px);
+    raise_fd_limit();
+    set_limits(&px);
     if (listen_all(&px) < 0) {
         stop(&px);
         return 1;

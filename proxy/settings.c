@@ -3,6 +3,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <libgen.h>
+#include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -18,6 +19,7 @@ enum kind {
     K_LIST,      /* one scalar or a list of them, kept as a list of strings */
     K_LOG_LEVEL, /* UNKNOWN FATAL ERROR WARN INFO DEBUG, any case */
     K_ENABLED,   /* true, false, http, https */
+    K_POSITIVE,  /* an integer from 1 to INT_MAX */
 };
 
 struct key {
@@ -46,6 +48,11 @@ static const struct key global_keys[] = {
     {"log_level", K_LOG_LEVEL, "\"INFO\""},
     {"settings_directory", K_STRING, NULL},
     {"module_directory", K_STRING, NULL},
+    /* the HTTP server's limits (doc/http-server.md); unset: SP_SERVER_LIMITS_DEFAULT */
+    {"max_connections", K_POSITIVE, NULL},
+    {"max_connections_per_address", K_POSITIVE, NULL},
+    {"request_header_timeout", K_POSITIVE, NULL},
+    {"max_body_memory", K_POSITIVE, NULL},
     {NULL, K_STRING, NULL},
 };
 
@@ -57,11 +64,12 @@ static const struct key module_keys[] = {
 
 static const char *const kind_names[] = {
     [K_STRING] = "a string",
-    [K_PORT] = "a port number (1-65535)",
+    [K_PORT] = "a port number (0-65535; 0: any free port, which the log names)",
     [K_BOOL] = "true or false",
     [K_LIST] = "a value or a list of values",
     [K_LOG_LEVEL] = "one of UNKNOWN, FATAL, ERROR, WARN, INFO, DEBUG",
     [K_ENABLED] = "true, false, http or https",
+    [K_POSITIVE] = "a whole number from 1 to 2147483647",
 };
 
 static json_t *scalar_string(json_t *v)
@@ -117,7 +125,7 @@ static json_t *as_port(json_t *v)
         if (*end != '\0')
             port = -1;
     }
-    return port >= 1 && port <= 65535 ? json_integer(port) : NULL;
+    return port >= 0 && port <= 65535 ? json_integer(port) : NULL;
 }
 
 static json_t *as_log_level(json_t *v)
@@ -156,6 +164,11 @@ static json_t *normalize(enum kind kind, json_t *v)
             return as_log_level(v);
         case K_ENABLED:
             return as_enabled(v);
+        case K_POSITIVE:
+            return json_is_integer(v) && json_integer_value(v) >= 1 &&
+                           json_integer_value(v) <= INT_MAX
+                       ? json_incref(v)
+                       : NULL;
     }
     return NULL;
 }

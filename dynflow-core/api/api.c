@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <pthread.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -51,15 +52,35 @@ static void ok_response(struct df_api_response *res, json_t *body)
     res->body = body;
 }
 
-/* The body as a JSON object, or NULL after a 400 response saying why. */
+/* jansson reports an allocation that failed while parsing as a syntax error (or not at all):
+ * its allocations go through json_alloc, which counts the failures for parse_body (in any
+ * thread: no thread-local variable, whose first use allocates too). */
+static atomic_uint json_alloc_failures;
+
+static void *json_alloc(size_t n)
+{
+    void *p = malloc(n);
+
+    if (p == NULL)
+        atomic_fetch_add(&json_alloc_failures, 1);
+    return p;
+}
+
+/* The body as a JSON object, or NULL after a 400 response saying why (503: out of memory). */
 static json_t *parse_body(const struct df_api_request *req, struct df_api_response *res)
 {
     json_error_t je;
+    unsigned failures;
     json_t *j;
 
     if (req->body_len == 0)
         return json_object();
+    failures = atomic_load(&json_alloc_failures);
     j = json_loadb(req->body, req->body_len, 0, &je);
+    if (j == NULL && atomic_load(&json_alloc_failures) != failures) {
+        error_response(res, 503, "out of memory reading the request body");
+        return NULL;
+    }
     if (j == NULL) {
         error_response(res, 400, "the request body is not valid JSON: %s (line %d, column %d)",
                        je.text, je.line, je.column);
@@ -183,6 +204,21 @@ static const struct operation *find_operation(df_api *api, const char *name)
     return NULL;
 }
 
+#define OUT_OF_MEMORY_ARGS "out of memory building the task's input; nothing was created"
+
+/* New reference: a copy of input (NULL: {}) with the callback host, or NULL when an
+ * allocation failed (the task must not be created without it). */
+static json_t *task_args(const struct df_api_request *req, json_t *input)
+{
+    json_t *args = input != NULL ? json_deep_copy(input) : json_object();
+
+    if (args != NULL && json_object_set_new(args, "callback_host", callback_host(req, args)) < 0) {
+        json_decref(args);
+        return NULL;
+    }
+    return args;
+}
+
 /* TaskLauncher::Single: {"result": "success", "task_id"} or {"result": "error", "errors"}. */
 static json_t *launch_single(df_api *api, const struct df_api_request *req, json_t *input,
                              const char *class_override, unsigned *status)
@@ -200,8 +236,11 @@ static json_t *launch_single(df_api *api, const struct df_api_request *req, json
         return json_pack("{s:s}", "error",
                          "'input' needs an 'action_class' string and an 'action_input' object");
     }
-    args = action_input ? json_deep_copy(action_input) : json_object();
-    json_object_set_new(args, "callback_host", callback_host(req, args));
+    args = task_args(req, action_input);
+    if (args == NULL) {
+        *status = 503;
+        return json_pack("{s:s}", "error", OUT_OF_MEMORY_ARGS);
+    }
     rc = df_trigger(api->w, cls, args, NULL, id, &planned, &err);
     if (rc < 0) {
         *status = rc == -ENOENT ? 422 : 500;
@@ -236,6 +275,10 @@ static json_t *launch_batch(df_api *api, const struct df_api_request *req,
     args = json_pack("{s:O, s:{s:s, s:o, s:O, s:s?}}", "input_hash", input, "launcher", "operation",
                      op->name, "callback", callback_host(req, first), "options", options,
                      "action_class", op->action_class);
+    if (args == NULL) {
+        *status = 503;
+        return json_pack("{s:s}", "error", OUT_OF_MEMORY_ARGS);
+    }
     *status = 200;
     if (df_trigger(api->w, op->kind == DF_LAUNCH_GROUP ? DF_GROUP_CLASS : DF_BATCH_CLASS, args,
                    NULL, id, &planned, &err) < 0 ||
@@ -336,9 +379,10 @@ void df_api_trigger(df_api *api, const struct df_api_request *req, struct df_api
     if (cls == NULL || (input != NULL && !json_is_object(input))) {
         error_response(res, 422, "'action_name' must be a string and 'action_input' an object");
     } else {
-        args = input ? json_deep_copy(input) : json_object();
-        json_object_set_new(args, "callback_host", callback_host(req, args));
-        if (df_trigger(api->w, cls, args, NULL, id, &planned, &err) < 0)
+        args = task_args(req, input);
+        if (args == NULL)
+            error_response(res, 503, OUT_OF_MEMORY_ARGS);
+        else if (df_trigger(api->w, cls, args, NULL, id, &planned, &err) < 0)
             error_response(res, 422, "%s", err.text);
         else
             ok_response(res, json_pack("{s:s}", "task_id", id));
@@ -348,18 +392,17 @@ void df_api_trigger(df_api *api, const struct df_api_request *req, struct df_api
 
 /* ---- inspecting and controlling -------------------------------------------------------------- */
 
-/* The status side effect (§2.3): running runners are polled; the JSON shows what arrived so far. */
+/* The status side effect (§2.3): running runners are polled; the JSON shows what arrived so far.
+ * The body streams: a task's output (up to the 64 MiB cap) is read from the store as the
+ * client reads the reply (doc/output.md). */
 void df_api_status(df_api *api, const struct df_api_request *req, struct df_api_response *res)
 {
-    json_t *j;
-
     df_plan_poll(api->w, req->task_id);
-    j = df_plan_json(api->w, req->task_id, DF_JSON_ACTIONS);
-
-    if (j == NULL)
+    res->stream = df_plan_stream(api->w, req->task_id, DF_JSON_ACTIONS);
+    if (res->stream == NULL)
         error_response(res, 404, "Task %s not found", req->task_id);
     else
-        ok_response(res, j);
+        res->status = 200;
 }
 
 /* The task_ids array of the body, or NULL after a response saying why. */
@@ -388,22 +431,23 @@ static json_t *task_ids(const struct df_api_request *req, bool required,
     return json_incref(ids);
 }
 
+/* As the status of each task, streamed the same way. */
 void df_api_statuses(df_api *api, const struct df_api_request *req, struct df_api_response *res)
 {
-    json_t *body, *ids = task_ids(req, true, res, &body), *out, *v;
+    json_t *body, *ids = task_ids(req, true, res, &body), *v;
+    const char **list;
     size_t i;
 
     if (ids != NULL) {
-        out = json_object();
+        list = df_calloc(json_array_size(ids) + 1, sizeof(*list));
         json_array_foreach(ids, i, v)
         {
-            json_t *j;
-            df_plan_poll(api->w, json_string_value(v));
-            j = df_plan_json(api->w, json_string_value(v), DF_JSON_ACTIONS);
-            if (j != NULL)
-                json_object_set_new(out, json_string_value(v), j);
+            list[i] = json_string_value(v);
+            df_plan_poll(api->w, list[i]);
         }
-        ok_response(res, out);
+        res->stream = df_plans_stream(api->w, list, json_array_size(ids), DF_JSON_ACTIONS);
+        res->status = 200;
+        free(list);
     }
     json_decref(ids);
     json_decref(body);
@@ -510,6 +554,7 @@ df_api *df_api_new(df_world *w)
     df_api *api = df_calloc(1, sizeof(*api));
 
     api->w = w;
+    json_set_alloc_funcs(json_alloc, free); /* process-wide: the same malloc and free */
     pthread_mutex_init(&api->otp_lock, NULL);
     api->otps = df_hash_new();
     return api;
@@ -543,6 +588,7 @@ void df_api_free(df_api *api)
     df_hash_free(api->otps);
     pthread_mutex_destroy(&api->otp_lock);
     free(api);
+    json_set_alloc_funcs(malloc, free); /* json_alloc goes when the library is unloaded */
 }
 
 int df_api_register_operation(df_api *api, const struct df_plugin_operation *op, df_error *err)

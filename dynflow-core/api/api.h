@@ -28,7 +28,8 @@ struct df_api_request {
 
 struct df_api_response {
     unsigned status;
-    json_t *body; /* new reference; NULL: an empty body */
+    json_t *body;           /* new reference; NULL: an empty body (or the stream) */
+    df_json_stream *stream; /* the status routes: the body to stream instead (doc/output.md) */
 };
 
 /* Registers the API's own action classes (the batch parent); before df_world_start(). */

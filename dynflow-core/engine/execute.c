@@ -100,6 +100,21 @@ int df_step_deliver_locked(df_plan *p, struct df_step *s, enum df_event_kind kin
 
 /* ---- output references ---------------------------------------------------- */
 
+/* New reference: the output as the status shows it (a runner's result comes from its output
+ * chunks: doc/output.md).  Plan lock held. */
+static json_t *presented_output(struct df_action *a)
+{
+    json_t *out;
+
+    if (a->cls == NULL || a->cls->present == NULL)
+        return json_incref(a->output);
+    out = json_deep_copy(a->output);
+    df_presenting = a->plan;
+    a->cls->present(a, out);
+    df_presenting = NULL;
+    return out;
+}
+
 static json_t *deref(df_plan *p, json_t *v, json_t **error)
 {
     json_t *out, *x;
@@ -118,7 +133,7 @@ static json_t *deref(df_plan *p, json_t *v, json_t **error)
         strcmp(json_string_value(x), "Dynflow::ExecutionPlan::OutputReference") == 0) {
         struct df_action *ra =
             df_plan_action_by_id(p, (int)json_integer_value(json_object_get(v, "action_id")));
-        json_t *cur = ra != NULL ? ra->output : NULL;
+        json_t *shown = ra != NULL ? presented_output(ra) : NULL, *cur = shown;
         json_array_foreach(json_object_get(v, "subkeys"), i, x)
         {
             json_t *next = json_object_get(cur, json_string_value(x));
@@ -129,7 +144,9 @@ static json_t *deref(df_plan *p, json_t *v, json_t **error)
             }
             cur = next;
         }
-        return cur != NULL ? json_incref(cur) : json_null();
+        cur = cur != NULL ? json_incref(cur) : json_null();
+        json_decref(shown);
+        return cur;
     }
     out = json_object();
     json_object_foreach(v, k, x) json_object_set_new(out, k, deref(p, x, error));
@@ -165,11 +182,13 @@ static int dereference_input(df_plan *p, struct df_action *a)
 /* ---- one execution of an action's code ----------------------------------- */
 
 /* Marks the step running and prepares the action's working output; with a
- * file database the change is committed before the action's code starts.
+ * file database the change is committed before the action's code starts: while
+ * the database cannot be written, this waits (doc/persistence.md).
  * Called with the plan lock held; returns with it released. */
 static int begin_exec(df_plan *p, struct df_action *a, struct df_step *s, enum df_phase phase,
                       bool skipping)
 {
+    df_error err;
     int rc;
 
     if (!skipping)
@@ -183,8 +202,8 @@ static int begin_exec(df_plan *p, struct df_action *a, struct df_step *s, enum d
     rc = dereference_input(p, a);
     pthread_mutex_unlock(&p->lock);
     df_plan_commit(p);
-    if (p->w->durable)
-        df_writer_sync(p->w);
+    if (p->w->durable && df_writer_sync(p->w, true, &err) < 0 && rc == 0)
+        rc = df_action_error(a, "the step was not started: %s", err.text);
     return rc;
 }
 
@@ -807,42 +826,6 @@ int df_action_schedule_timeout(df_action *a, double seconds)
     df_event ev = {DF_EVENT_TIMEOUT, NULL};
 
     return df_action_plan_event(a, &ev, seconds > 0 ? seconds : 0.001);
-}
-
-int df_action_output_chunk(df_action *a, json_t *chunk, const char *kind, double ts)
-{
-    json_t *rec;
-
-    if (ts <= 0)
-        ts = (double)df_now_us() / 1e6;
-    rec = json_pack("{s:o, s:o, s:f}", "chunk", chunk, "kind",
-                    kind != NULL ? json_string(kind) : json_null(), "timestamp", ts);
-    pthread_mutex_lock(&a->plan->lock);
-    json_array_append_new(a->chunks, rec);
-    pthread_mutex_unlock(&a->plan->lock);
-    return 0;
-}
-
-json_t *df_action_stored_chunks(df_action *a)
-{
-    bool locked = df_presenting == a->plan; /* present() runs under the plan lock */
-    json_t *copy;
-
-    if (!locked)
-        pthread_mutex_lock(&a->plan->lock);
-    copy = json_copy(a->chunks);
-    if (!locked)
-        pthread_mutex_unlock(&a->plan->lock);
-    return copy;
-}
-
-void df_action_drop_chunks(df_action *a)
-{
-    pthread_mutex_lock(&a->plan->lock);
-    json_array_clear(a->chunks);
-    a->chunks_stored = 0;
-    a->chunks_drop = true;
-    pthread_mutex_unlock(&a->plan->lock);
 }
 
 void df_action_history(df_action *a, const char *name)

@@ -246,7 +246,9 @@ static int each_child(df_action *a, struct child_counts *c)
     df_error err;
 
     c->w = a->plan->w;
-    df_writer_sync(c->w);
+    if (df_writer_sync(c->w, true, &err) < 0)
+        return df_action_error(a, "counting the sub-plans of action %d failed: %s", a->id,
+                               err.text);
     if (store_each_child(c->w->st, a->plan->id, a->id, count_child, c, &err) < 0)
         return df_action_error(a, "counting the sub-plans of action %d failed: %s", a->id,
                                err.text);

@@ -105,16 +105,22 @@ struct df_action {
     const struct df_action_class *cls; /* NULL: the class is not registered here */
     char *class_name;
     int plan_step_id, run_step_id, finalize_step_id;
-    int parent_id;        /* planning parent in this plan, 0 for the entry action */
-    char *caller_plan_id; /* entry action of a sub-plan: the parent plan */
-    int caller_action_id; /* with caller_plan_id: the action in the parent plan */
-    json_t *input;        /* with secrets: memory only */
-    json_t *input_stored; /* redacted copy when the input has secrets, else NULL */
-    json_t *output;       /* published output */
-    json_t *chunks;       /* [{"chunk", "kind", "timestamp"}…] */
-    size_t chunks_stored; /* chunks already written */
-    bool chunks_drop;     /* stored chunks must be deleted */
-    bool has_refs;        /* input holds output references */
+    int parent_id;         /* planning parent in this plan, 0 for the entry action */
+    char *caller_plan_id;  /* entry action of a sub-plan: the parent plan */
+    int caller_action_id;  /* with caller_plan_id: the action in the parent plan */
+    json_t *input;         /* with secrets: memory only */
+    json_t *input_stored;  /* redacted copy when the input has secrets, else NULL */
+    json_t *output;        /* published output */
+    json_t *chunks;        /* [{"chunk", "kind", "timestamp", "id" once written}…]: not yet
+                              committed (file database), or all of them (in memory) */
+    size_t chunks_stored;  /* chunks already written */
+    int64_t last_chunk_id; /* the row id of the last chunk written; 0: unknown (loaded) */
+    bool chunks_drop;      /* stored chunks must be deleted */
+    /* What the last committed batch stored (the writer's; a failed batch goes back to it) */
+    size_t chunks_committed; /* of chunks_stored, those committed */
+    bool drop_written;       /* the chunks were deleted in a batch not yet committed */
+    bool committed;
+    bool has_refs; /* input holds output references */
     bool secrets_lost;
     bool stored;
     unsigned dirty;
@@ -133,6 +139,7 @@ struct df_delayed {
     char **blocked_by; /* chain prerequisites */
     size_t n_blocked_by;
     bool dirty, deleted, stored;
+    bool committed; /* stored as of the last committed batch */
 };
 
 struct df_plan {
@@ -164,6 +171,7 @@ struct df_plan {
     char *rescued;         /* failed step sets already rescued: ",3,5;,7" */
     unsigned dirty;
     bool stored;
+    bool committed;               /* stored as of the last committed batch */
     bool queued;                  /* in the writer queue (guarded by the writer lock) */
     struct df_planning *planning; /* only while planning */
 };
@@ -254,12 +262,19 @@ struct df_wop; /* writer operation (persist.c) */
 struct df_writer {
     pthread_t thread;
     bool running, stop;
+    bool releasing; /* the world is being freed: waiters give up while writes fail */
     pthread_mutex_t lock;
     pthread_cond_t cond;      /* wakes the writer */
-    pthread_cond_t done_cond; /* batch committed */
+    pthread_cond_t done_cond; /* a batch committed or failed */
     struct df_wop *head, *tail;
     uint64_t batch_started, batch_done;
     size_t n_ops; /* queued operations */
+    /* Since a batch failed and until one commits (doc/persistence.md) */
+    bool failing;
+    df_error failure;      /* why the last batch failed */
+    int64_t failing_since; /* µs */
+    int64_t logged_at;     /* µs: the last error logged */
+    unsigned attempts;     /* failed batches in a row */
 };
 
 struct df_world {
@@ -283,6 +298,8 @@ struct df_world {
     atomic_int n_chained; /* delayed plans waiting for other plans */
     struct df_timers timers;
     struct df_writer writer;
+    void (*log)(void *ctx, int level, const char *fmt, va_list ap);
+    void *log_ctx;
     atomic_llong next_timer_id;
     bool started;
     struct df_attachment {
@@ -294,6 +311,9 @@ struct df_world {
     } attached[4];
 };
 
+/* To the daemon's log (struct df_world_config), else standard error. */
+void df_world_log(df_world *w, int level, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 const struct df_action_class *df_world_class(df_world *w, const char *name);
 struct df_queue *df_world_queue(df_world *w, const char *name);
 
@@ -359,6 +379,17 @@ extern __thread df_plan *df_planning;
 /* Middleware chain around a phase. */
 int df_mw_execute(df_action *a, enum df_phase phase, json_t *args, const df_event *ev);
 
+/* ---- output chunks (chunks.c, stream.c) --------------------------------- */
+/* Drops the chunks a->chunks_committed counts from memory: they are in the store. */
+void df_chunks_forget_committed(struct df_action *a);
+/* Store rows of a's chunks that memory does not hold are those with an id below this
+ * (0: none, memory holds them all).  Plan lock held. */
+int64_t df_chunks_store_below(struct df_action *a);
+/* The stream whose document this thread builds (with the plan lock held), or NULL. */
+extern __thread df_json_stream *df_streaming;
+/* Registers placeholder (borrowed) as where a's chunks go in the stream's document. */
+void df_json_stream_add_chunks(df_json_stream *s, json_t *placeholder, struct df_action *a);
+
 /* ---- JSON (json.c) ----------------------------------------------------- */
 json_t *df_plan_to_json_locked(df_plan *p, unsigned flags);
 json_t *df_action_to_json_locked(struct df_action *a, bool with_output);
@@ -366,6 +397,8 @@ json_t *df_step_to_json_locked(df_plan *p, struct df_step *s);
 
 /* ---- persistence (persist.c) ------------------------------------------- */
 int df_writer_start(df_world *w, df_error *err);
+/* Waiters that wait through failures give up (-ECANCELED) while writes fail. */
+void df_writer_release(df_world *w);
 void df_writer_stop(df_world *w);
 /* Queues the plan for writing (its dirty flags say what). */
 void df_writer_plan(df_world *w, df_plan *p);
@@ -375,8 +408,12 @@ int df_writer_clean(df_world *w, int64_t ended_before, uint64_t *removed, df_err
 /* Triggering waits while the writer is this far behind, bounding memory. */
 #define DF_WRITER_BACKLOG 8192
 void df_writer_throttle(df_world *w);
-/* Waits until everything queued so far is committed. */
-void df_writer_sync(df_world *w);
+/* Waits until everything queued so far is committed.  A failed batch is retried
+ * (doc/persistence.md): with through_failures the wait goes on until a batch commits, else it
+ * ends at once with -EIO and err saying why.  -ECANCELED: df_writer_release() while failing. */
+int df_writer_sync(df_world *w, bool through_failures, df_error *err);
+/* 0, or -EIO with the failure of the last batch. */
+int df_writer_health(df_world *w, df_error *err);
 /* Loads a plan from the store (a new reference), or NULL. */
 df_plan *df_persist_load(df_world *w, const char *id);
 /* Reloads what a previous process left: plans, delayed plans, timers. */

@@ -5,14 +5,26 @@
  * it is written once.  With a file database, callers that must not act before
  * a change is durable wait with df_writer_sync().
  *
+ * A batch that fails (disk full, I/O error) is rolled back and nothing of it
+ * counts as written: its plans are marked dirty again back to what the last
+ * committed batch stored, and the batch is retried after a growing pause
+ * while the engine reports the failure (doc/persistence.md).
+ *
  * Loading turns rows back into plans, for inspection and for recovery.
  */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "engine/internal.h"
+
+/* Pause before retrying a failed batch: doubles from the first to the last. */
+#define RETRY_FIRST_US 50000
+#define RETRY_MAX_US   1000000
+/* While writes keep failing, the error is logged again this often. */
+#define RELOG_US 60000000
 
 struct df_wop {
     struct df_wop *next;
@@ -45,7 +57,7 @@ void df_writer_throttle(df_world *w)
     struct df_writer *wr = &w->writer;
 
     pthread_mutex_lock(&wr->lock);
-    while (wr->running && wr->n_ops > DF_WRITER_BACKLOG)
+    while (wr->running && !wr->failing && wr->n_ops > DF_WRITER_BACKLOG)
         pthread_cond_wait(&wr->done_cond, &wr->lock);
     pthread_mutex_unlock(&wr->lock);
 }
@@ -106,19 +118,44 @@ int df_writer_clean(df_world *w, int64_t ended_before, uint64_t *removed, df_err
     return op.rc;
 }
 
-void df_writer_sync(df_world *w)
+int df_writer_sync(df_world *w, bool through_failures, df_error *err)
 {
     struct df_writer *wr = &w->writer;
     uint64_t target;
+    int rc = 0;
 
     if (!wr->running)
-        return;
+        return 0;
     pthread_mutex_lock(&wr->lock);
-    /* Queued work goes into the next batch; work already taken is in the current one. */
+    /* Queued work goes into the next batch; work already taken is in the current one.  A
+     * failed batch goes back to the head of the queue, so the next commit covers it too. */
     target = wr->head != NULL ? wr->batch_started + 1 : wr->batch_started;
-    while (wr->batch_done < target)
+    while (wr->batch_done < target) {
+        if (wr->failing && (!through_failures || wr->releasing)) {
+            rc = through_failures ? -ECANCELED : -EIO;
+            if (err != NULL)
+                *err = wr->failure;
+            break;
+        }
         pthread_cond_wait(&wr->done_cond, &wr->lock);
+    }
     pthread_mutex_unlock(&wr->lock);
+    return rc;
+}
+
+int df_writer_health(df_world *w, df_error *err)
+{
+    struct df_writer *wr = &w->writer;
+    int rc = 0;
+
+    pthread_mutex_lock(&wr->lock);
+    if (wr->failing) {
+        rc = -EIO;
+        if (err != NULL)
+            *err = wr->failure;
+    }
+    pthread_mutex_unlock(&wr->lock);
+    return rc;
 }
 
 /* ---- writing rows ------------------------------------------------------------ */
@@ -252,13 +289,19 @@ static int write_action(store *st, df_plan *p, struct df_action *a, df_error *er
     return rc;
 }
 
+/* Appends the new chunks; each gets its row id ("id").  With a file database the chunks an
+ * earlier batch committed leave memory (doc/output.md); those of a batch that failed stay, to be
+ * written again (doc/persistence.md). */
 static int write_chunks(store *st, df_plan *p, struct df_action *a, df_error *err)
 {
     int rc = 0;
 
+    if (p->w->durable)
+        df_chunks_forget_committed(a);
     if (a->chunks_drop) {
         rc = store_drop_chunks(st, p->id, a->id, err);
         a->chunks_drop = false;
+        a->drop_written = true;
     }
     for (; rc == 0 && a->chunks_stored < json_array_size(a->chunks); a->chunks_stored++) {
         json_t *c = json_array_get(a->chunks, a->chunks_stored);
@@ -269,7 +312,12 @@ static int write_chunks(store *st, df_plan *p, struct df_action *a, df_error *er
             .kind = json_string_value(json_object_get(c, "kind")),
             .timestamp = (int64_t)(json_number_value(json_object_get(c, "timestamp")) * 1e6),
             .chunk = chunk};
-        rc = store_add_chunk(st, &r, err);
+        int64_t id = 0;
+        rc = store_add_chunk(st, &r, &id, err);
+        if (rc == 0) {
+            json_object_set_new(c, "id", json_integer(id));
+            a->last_chunk_id = id;
+        }
         free(chunk);
     }
     return rc;
@@ -365,19 +413,162 @@ static int write_op(df_world *w, struct df_wop *op, df_error *err)
     return 0;
 }
 
-static void write_batch(df_world *w, struct df_wop *ops)
+static int write_batch(df_world *w, struct df_wop *ops, df_error *err)
 {
-    df_error err = {{0}};
-    int rc = store_write_begin(w->st, &err);
+    int rc = store_write_begin(w->st, err);
 
     for (struct df_wop *op = ops; rc == 0 && op != NULL; op = op->next)
-        rc = write_op(w, op, &err);
+        rc = write_op(w, op, err);
     if (rc == 0)
-        rc = store_write_commit(w->st, &err);
+        rc = store_write_commit(w->st, err);
     else
         store_write_rollback(w->st);
-    if (rc < 0)
-        fprintf(stderr, "dynflow: writing to the database failed: %s\n", err.text);
+    return rc;
+}
+
+/* The batch committed: what was written is what the database has. */
+static void plan_committed(df_plan *p)
+{
+    pthread_mutex_lock(&p->lock);
+    p->committed = p->stored;
+    for (size_t i = 0; i < p->n_actions; i++) {
+        struct df_action *a = p->actions[i];
+        a->committed = a->stored;
+        a->chunks_committed = a->chunks_stored;
+        a->drop_written = false;
+    }
+    if (p->delayed != NULL)
+        p->delayed->committed = p->delayed->stored;
+    pthread_mutex_unlock(&p->lock);
+}
+
+/* The batch was rolled back: everything since the last commit is to be written again. */
+static void plan_rolled_back(df_plan *p)
+{
+    pthread_mutex_lock(&p->lock);
+    p->stored = p->committed;
+    p->dirty |= DF_PLAN_DIRTY_ROW;
+    for (size_t i = 0; i < p->n_steps; i++)
+        p->steps[i]->dirty = true;
+    for (size_t i = 0; i < p->n_actions; i++) {
+        struct df_action *a = p->actions[i];
+        a->stored = a->committed;
+        a->dirty |= DF_ACTION_DIRTY_ROW;
+        a->chunks_stored = a->chunks_committed;
+        a->chunks_drop |= a->drop_written;
+        a->drop_written = false;
+        a->last_chunk_id = 0; /* the rows written since were rolled back: ask the store */
+    }
+    if (p->delayed != NULL) {
+        p->delayed->stored = p->delayed->committed;
+        p->delayed->dirty = true;
+    }
+    pthread_mutex_unlock(&p->lock);
+}
+
+static void free_ops(struct df_wop *ops)
+{
+    for (struct df_wop *op = ops, *next; op != NULL; op = next) {
+        next = op->next;
+        if (op->type == WOP_CLEAN) {
+            op->done = true; /* the caller owns it */
+            continue;
+        }
+        df_plan_unref(op->plan);
+        json_decref(op->timer.data);
+        free(op);
+    }
+}
+
+/* Writer lock held.  A failed batch goes back to the head of the queue, in order (a timer's
+ * put before its delete); a plan cleaning gets the error instead. */
+static void requeue(struct df_writer *wr, struct df_wop *ops)
+{
+    struct df_wop *keep = NULL, *last = NULL;
+
+    for (struct df_wop *op = ops, *next; op != NULL; op = next) {
+        next = op->next;
+        if (op->type == WOP_CLEAN) {
+            op->rc = -EIO;
+            op->err = wr->failure;
+            op->done = true;
+            continue;
+        }
+        if (op->type == WOP_PLAN)
+            op->plan->queued = true;
+        op->next = NULL;
+        if (last != NULL)
+            last->next = op;
+        else
+            keep = op;
+        last = op;
+        wr->n_ops++;
+    }
+    if (last == NULL)
+        return;
+    last->next = wr->head;
+    if (wr->head == NULL)
+        wr->tail = last;
+    wr->head = keep;
+}
+
+/* Writer lock held: the batch goes back to the queue; the failure is reported once, then
+ * every RELOG_US while it lasts. */
+static void note_failure(df_world *w, const df_error *err, struct df_wop *ops)
+{
+    struct df_writer *wr = &w->writer;
+    int64_t now = df_now_us();
+    bool first = !wr->failing;
+
+    snprintf(wr->failure.text, sizeof(wr->failure.text),
+             "cannot write to the database '%s': %.400s",
+             w->database ? w->database : ":memory:", err->text);
+    requeue(wr, ops);
+    if (first)
+        wr->failing_since = now;
+    wr->failing = true;
+    wr->attempts++;
+    if (first || now - wr->logged_at >= RELOG_US) {
+        wr->logged_at = now;
+        df_world_log(w, DF_LOG_ERROR,
+                     "%s; %zu queued writes are kept in memory and tried again every %.1f s at "
+                     "most; steps do not start and new tasks are refused until then",
+                     wr->failure.text, wr->n_ops, RETRY_MAX_US / 1e6);
+    }
+}
+
+static void note_success(df_world *w)
+{
+    struct df_writer *wr = &w->writer;
+
+    if (wr->failing)
+        df_world_log(w, DF_LOG_INFO,
+                     "writing to the database '%s' works again after %.1f s and %u failed "
+                     "attempts; every change kept in memory is stored",
+                     w->database ? w->database : ":memory:",
+                     (double)(df_now_us() - wr->failing_since) / 1e6, wr->attempts);
+    wr->failing = false;
+    wr->attempts = 0;
+}
+
+/* Writer lock held: waits out the pause after a failed batch (not when stopping). */
+static void retry_pause(struct df_writer *wr)
+{
+    unsigned shift = wr->attempts > 6 ? 5 : wr->attempts - 1;
+    int64_t pause = (int64_t)RETRY_FIRST_US << shift;
+    struct timespec until;
+
+    if (pause > RETRY_MAX_US)
+        pause = RETRY_MAX_US;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += (time_t)(pause / 1000000);
+    until.tv_nsec += (long)(pause % 1000000) * 1000;
+    if (until.tv_nsec >= 1000000000) {
+        until.tv_sec++;
+        until.tv_nsec -= 1000000000;
+    }
+    while (!wr->stop && pthread_cond_timedwait(&wr->cond, &wr->lock, &until) == 0)
+        ;
 }
 
 static void *writer_thread(void *arg)
@@ -387,8 +578,10 @@ static void *writer_thread(void *arg)
 
     pthread_mutex_lock(&wr->lock);
     for (;;) {
-        struct df_wop *ops, *op, *next;
+        struct df_wop *ops, *op;
         uint64_t batch;
+        df_error err = {{0}};
+        int rc;
         while (wr->head == NULL && !wr->stop)
             pthread_cond_wait(&wr->cond, &wr->lock);
         if (wr->head == NULL)
@@ -402,27 +595,54 @@ static void *writer_thread(void *arg)
                 op->plan->queued = false;
         pthread_mutex_unlock(&wr->lock);
 
-        write_batch(w, ops);
-        for (op = ops; op != NULL; op = op->next)
-            if (op->type == WOP_PLAN)
+        rc = write_batch(w, ops, &err);
+        for (op = ops; op != NULL; op = op->next) {
+            if (op->type != WOP_PLAN)
+                continue;
+            if (rc < 0) {
+                plan_rolled_back(op->plan);
+            } else {
+                plan_committed(op->plan);
                 df_world_release(w, op->plan);
+            }
+        }
 
         pthread_mutex_lock(&wr->lock);
-        wr->batch_done = batch;
-        for (op = ops; op != NULL; op = next) {
-            next = op->next;
-            if (op->type == WOP_CLEAN) {
-                op->done = true; /* the caller owns it */
-                continue;
-            }
-            df_plan_unref(op->plan);
-            json_decref(op->timer.data);
-            free(op);
+        if (rc == 0) {
+            note_success(w);
+            wr->batch_done = batch;
+            free_ops(ops);
+        } else {
+            note_failure(w, &err, ops);
         }
         pthread_cond_broadcast(&wr->done_cond);
+        if (rc < 0 && wr->stop && wr->attempts > 1)
+            break; /* stopping: one more try was made */
+        if (rc < 0)
+            retry_pause(wr);
     }
+    if (wr->head != NULL)
+        df_world_log(w, DF_LOG_ERROR,
+                     "stopping with %zu queued writes that could not be written: %s; the database "
+                     "keeps its last "
+                     "committed state",
+                     wr->n_ops, wr->failure.text);
+    free_ops(wr->head);
+    wr->head = wr->tail = NULL;
     pthread_mutex_unlock(&wr->lock);
     return NULL;
+}
+
+void df_writer_release(df_world *w)
+{
+    struct df_writer *wr = &w->writer;
+
+    if (!wr->running)
+        return;
+    pthread_mutex_lock(&wr->lock);
+    wr->releasing = true;
+    pthread_cond_broadcast(&wr->done_cond);
+    pthread_mutex_unlock(&wr->lock);
 }
 
 int df_writer_start(df_world *w, df_error *err)
@@ -595,7 +815,7 @@ static int load_action(void *ud, const struct store_action_row *r)
     a->parent_id = (int)json_integer_value(json_object_get(data, "parent_id"));
     a->has_refs = json_is_true(json_object_get(data, "has_refs"));
     json_decref(data);
-    a->stored = true;
+    a->stored = a->committed = true;
     return 0;
 }
 
@@ -609,6 +829,7 @@ static int load_chunk(void *ud, const struct store_chunk_row *r)
                           json_pack("{s:o, s:s?, s:f}", "chunk", load_json(r->chunk), "kind",
                                     r->kind, "timestamp", (double)r->timestamp / 1e6));
     a->chunks_stored++;
+    a->chunks_committed++;
     return 0;
 }
 
@@ -652,7 +873,9 @@ static bool consistent(df_plan *p)
 df_plan *df_persist_load(df_world *w, const char *id)
 {
     df_plan *p = df_plan_alloc(w, id);
-    struct store_plan_loader ld = {p, load_plan_row, load_step, load_action, load_chunk};
+    /* a file database keeps the output in the store (doc/output.md) */
+    struct store_plan_loader ld = {p, load_plan_row, load_step, load_action,
+                                   w->durable ? NULL : load_chunk};
     json_t *v;
     size_t i;
 
@@ -663,7 +886,7 @@ df_plan *df_persist_load(df_world *w, const char *id)
     json_array_foreach(p->finalize_flow, i, v) if (json_is_integer(v))
         df_ints_push(&p->finalize_order, (int)json_integer_value(v));
     if (!consistent(p)) {
-        fprintf(stderr, "dynflow: plan %s in the database is inconsistent; ignoring it\n", id);
+        df_world_log(w, DF_LOG_ERROR, "plan %s in the database is inconsistent; ignoring it", id);
         df_plan_unref(p);
         return NULL;
     }
@@ -672,7 +895,7 @@ df_plan *df_persist_load(df_world *w, const char *id)
         for (size_t r = 0; r < s->requires.n; r++)
             df_ints_push(&df_plan_step(p, s->requires.v[r])->dependents, s->id);
     }
-    p->stored = true;
+    p->stored = p->committed = true;
     p->dirty = 0;
     return p;
 }
@@ -713,7 +936,7 @@ static int recover_delayed(void *ud, const struct store_delayed_row *r)
     d->start_before = r->start_before;
     d->frozen = r->frozen;
     d->args = load_json(r->args);
-    d->stored = true;
+    d->stored = d->committed = true;
     store_each_dependency(w->st, r->plan_uuid, add_blocker, d, NULL);
     if (d->n_blocked_by > 0)
         atomic_fetch_add(&w->n_chained, 1);
@@ -721,7 +944,7 @@ static int recover_delayed(void *ud, const struct store_delayed_row *r)
     if (p->delayed == NULL)
         p->delayed = d;
     else
-        d->stored = false;
+        d->stored = d->committed = false;
     pthread_mutex_unlock(&p->lock);
     df_plan_unref(p);
     return 0;

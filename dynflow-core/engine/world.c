@@ -29,6 +29,8 @@ df_world *df_world_new(const struct df_world_config *cfg, df_error *err)
         df_uuid_new(w->id);
     w->database = cfg->database != NULL && cfg->database[0] ? df_strdup(cfg->database) : NULL;
     w->auto_rescue = !cfg->no_auto_rescue;
+    w->log = cfg->log;
+    w->log_ctx = cfg->log_ctx;
     w->cleaner_age = cfg->cleaner_age;
     w->cleaner_interval = cfg->cleaner_interval > 0 ? cfg->cleaner_interval
                           : cfg->cleaner_age < 60   ? cfg->cleaner_age
@@ -616,7 +618,10 @@ int df_plan_wait(df_world *w, const char *plan_id, double timeout_s, struct df_p
 
 int df_plan_count(df_world *w, int state, uint64_t *count, df_error *err)
 {
-    df_writer_sync(w);
+    int rc = df_writer_sync(w, false, err);
+
+    if (rc < 0)
+        return rc;
     return store_count_plans(w->st, state >= 0 ? df_plan_state_name(state) : NULL, count, err);
 }
 
@@ -671,7 +676,7 @@ json_t *df_plan_list(df_world *w, int state, size_t offset, size_t limit)
 {
     json_t *out = json_array();
 
-    df_writer_sync(w);
+    df_writer_sync(w, false, NULL); /* while writes fail, what the database has */
     store_list_plans(w->st, state >= 0 ? df_plan_state_name(state) : NULL, offset, limit, list_add,
                      out, NULL);
     return out;
@@ -679,13 +684,36 @@ json_t *df_plan_list(df_world *w, int state, size_t offset, size_t limit)
 
 int df_world_clean(df_world *w, double age, uint64_t *removed, df_error *err)
 {
-    df_writer_sync(w);
+    int rc = df_writer_sync(w, false, err);
+
+    if (rc < 0)
+        return rc;
     return df_writer_clean(w, df_now_us() - (int64_t)(age * 1e6), removed, err);
 }
 
 void df_world_sync(df_world *w)
 {
-    df_writer_sync(w);
+    df_writer_sync(w, true, NULL);
+}
+
+int df_world_writable(df_world *w, df_error *err)
+{
+    return df_writer_health(w, err);
+}
+
+void df_world_log(df_world *w, int level, const char *fmt, ...)
+{
+    va_list ap;
+
+    va_start(ap, fmt);
+    if (w->log != NULL) {
+        w->log(w->log_ctx, level, fmt, ap);
+    } else {
+        fputs("dynflow: ", stderr);
+        vfprintf(stderr, fmt, ap);
+        fputc('\n', stderr);
+    }
+    va_end(ap);
 }
 
 /* ---- lifecycle ------------------------------------------------------------------------ */
@@ -791,6 +819,7 @@ void df_world_free(df_world *w)
 {
     if (w == NULL)
         return;
+    df_writer_release(w); /* workers waiting for a database that cannot be written give up */
     for (size_t i = 0; i < DF_ARRAY_SIZE(w->attached); i++)
         if (w->attached[i].stop != NULL)
             w->attached[i].stop(w->attached[i].data);

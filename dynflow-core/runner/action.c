@@ -2,7 +2,8 @@
  * The runner action (reference/protocol.md §8.5, §6.8): planned as a
  * Shareable action (the callback is planned after it, on its output), its
  * run step starts the runner and stays suspended; Runner::Update events
- * append output chunks until the exit status ends the step; Cancel kills,
+ * append output chunks until the exit status ends the step (the chunks are
+ * kept: output.result is presented from them, doc/output.md); Cancel kills,
  * Poll refreshes, external events go to the runner.  Finalize fails with
  * "Script execution failed" unless the exit status is 0.
  *
@@ -72,20 +73,16 @@ static json_t *exit_value(const json_t *update)
     return json_object_get(update, "exit_status");
 }
 
-/* The run step ends: output.result is every chunk so far plus the last records. */
+/* The run step ends: the last records are the last chunk.  output.result is presented from
+ * the chunks, which stay in the store (doc/output.md), not copied into the output. */
 static int finish(df_action *a, json_t *records, json_t *exit_status, double ts)
 {
-    json_t *out = df_action_output(a), *chunks = df_action_stored_chunks(a), *result = json_array();
-    size_t i;
-    json_t *c;
+    json_t *out = df_action_output(a);
 
-    json_array_foreach(chunks, i, c) json_array_extend(result, json_object_get(c, "chunk"));
-    json_decref(chunks);
-    json_array_extend(result, records);
-    json_object_set_new(out, "result", result);
+    if (json_array_size(records) > 0)
+        df_action_output_chunk(a, json_incref(records), NULL, 0);
     json_object_set(out, "exit_status", exit_status);
     json_object_set_new(out, "exit_status_timestamp", json_real(ts));
-    df_action_drop_chunks(a);
     return 0;
 }
 
@@ -254,19 +251,10 @@ static int runner_finalize(df_action *a)
     return 0;
 }
 
-/* While running, the status shows the output delivered so far. */
+/* The status shows the output delivered so far, every record once the runner ended. */
 static void runner_present(df_action *a, json_t *output)
 {
-    json_t *chunks, *result, *c;
-    size_t i;
-
-    if (json_object_get(output, "exit_status") != NULL)
-        return;
-    chunks = df_action_stored_chunks(a);
-    result = json_array();
-    json_array_foreach(chunks, i, c) json_array_extend(result, json_object_get(c, "chunk"));
-    json_decref(chunks);
-    json_object_set_new(output, "result", result);
+    df_action_present_chunks(a, output, "result");
 }
 
 #define RUNNER_ACTION(cls_name, runner_cls, start_fn, self)                                        \

@@ -50,6 +50,7 @@ struct df_receiver {
     char plan_id[DF_UUID_BUF];
     int step_id;
     json_t *records;               /* pending, not delivered yet */
+    size_t pending_bytes;          /* output bytes in records */
     struct df_utf8_carry carry[2]; /* stdout, stderr */
     bool has_exit;
     int exit_status;

@@ -3,7 +3,9 @@
  * {output_type, output, timestamp} buffered per receiver.  Output is valid
  * UTF-8 in JSON: invalid bytes become U+FFFD and a character split between
  * two reads is carried over whole.  A task's output is capped; the cap
- * leaves one record saying so.
+ * leaves one record saying so.  Records go to the action (and so to the
+ * store) once a second, or as soon as a receiver holds DELIVER_BYTES of
+ * them, so a fast writer never has more than that waiting here (doc/output.md).
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -13,6 +15,8 @@
 #include "util/util.h"
 
 static const char replacement[] = "\xef\xbf\xbd"; /* U+FFFD */
+
+#define DELIVER_BYTES (1u << 20)
 
 /* Length of the UTF-8 sequence a lead byte starts, or 0 for a byte that cannot lead. */
 static size_t utf8_seq_len(unsigned char c)
@@ -126,7 +130,12 @@ void df_output_record(df_runner *r, struct df_receiver *rx, const char *type, co
     r->output_bytes += len;
     rec = json_pack("{s:s, s:s%, s:f}", "output_type", type_name(type), "output", text, len,
                     "timestamp", (double)df_now_us() / 1e6);
+    if (json_array_size(rx->records) == 0)
+        rx->pending_bytes = 0; /* delivered since */
     json_array_append_new(rx->records, rec);
+    rx->pending_bytes += len;
+    if (rx->pending_bytes >= DELIVER_BYTES)
+        df_runner_mark_urgent(r);
 }
 
 static struct df_utf8_carry *carry_of(struct df_receiver *rx, const char *type)

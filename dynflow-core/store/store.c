@@ -227,6 +227,7 @@ enum stmt_id {
     S_LOAD_STEPS,
     S_LOAD_ACTIONS,
     S_LOAD_CHUNKS,
+    S_CHUNKS_OF,
     S_PLANS_IN_STATE,
     S_COUNT_ALL,
     S_COUNT_STATE,
@@ -242,6 +243,7 @@ enum stmt_id {
     S_RUNNER_STARTED,
     S_RUNNER_OF_STEP,
     S_RUNNER_PROCESSES,
+    S_MAX_CHUNK,
     S_COUNT
 };
 #define S_FIRST_READ S_READ_BEGIN
@@ -306,6 +308,9 @@ static const char *const stmt_sql[S_COUNT] = {
                        " WHERE execution_plan_uuid = ?1 ORDER BY id",
     [S_LOAD_CHUNKS] = "SELECT " CHUNK_COLS " FROM dynflow_output_chunks"
                       " WHERE execution_plan_uuid = ?1 ORDER BY id",
+    [S_CHUNKS_OF] = "SELECT id, chunk FROM dynflow_output_chunks"
+                    " WHERE execution_plan_uuid = ?1 AND action_id = ?2 AND id > ?3 AND id < ?4"
+                    " ORDER BY id LIMIT ?5",
     [S_PLANS_IN_STATE] = "SELECT uuid FROM dynflow_execution_plans WHERE state = ?1 ORDER BY uuid",
     [S_COUNT_ALL] = "SELECT count(*) FROM dynflow_execution_plans",
     [S_COUNT_STATE] = "SELECT count(*) FROM dynflow_execution_plans WHERE state = ?1",
@@ -330,6 +335,8 @@ static const char *const stmt_sql[S_COUNT] = {
     /* ?1 NULL: every runner's */
     [S_RUNNER_PROCESSES] = "SELECT " RUNNER_PROCESS_COLS " FROM dynflow_runner_processes"
                            " WHERE ?1 IS NULL OR runner_id = ?1 ORDER BY runner_id, pid",
+    [S_MAX_CHUNK] = "SELECT coalesce(max(id), 0) FROM dynflow_output_chunks"
+                    " WHERE execution_plan_uuid = ?1 AND action_id = ?2",
 };
 
 struct store {
@@ -779,17 +786,21 @@ int store_update_action(store *st, const struct store_action_row *r, df_error *e
     return step_write(s, true, err, "updating action %d of plan %s", r->id, r->plan_uuid);
 }
 
-int store_add_chunk(store *st, const struct store_chunk_row *r, df_error *err)
+int store_add_chunk(store *st, const struct store_chunk_row *r, int64_t *id, df_error *err)
 {
     sqlite3_stmt *s = wstmt(st, S_ADD_CHUNK);
+    int rc;
 
     bind_text(s, CH_PLAN, r->plan_uuid);
     sqlite3_bind_int(s, CH_ACTION, r->action_id);
     bind_text(s, CH_KIND, r->kind);
     bind_opt(s, CH_TIMESTAMP, r->timestamp);
     bind_text(s, CH_CHUNK, r->chunk);
-    return step_write(s, false, err, "saving an output chunk of action %d of plan %s", r->action_id,
-                      r->plan_uuid);
+    rc = step_write(s, false, err, "saving an output chunk of action %d of plan %s", r->action_id,
+                    r->plan_uuid);
+    if (rc == 0 && id != NULL)
+        *id = sqlite3_last_insert_rowid(st->wdb);
+    return rc;
 }
 
 int store_drop_chunks(store *st, const char *plan_uuid, int action_id, df_error *err)
@@ -1011,6 +1022,44 @@ int store_load_plan(store *st, const char *uuid, const struct store_plan_loader 
     return rc;
 }
 
+struct chunk_ctx {
+    const char *plan_uuid;
+    int action_id;
+    int (*fn)(void *ud, const struct store_chunk_row *r);
+    void *ud;
+};
+
+static int row_chunk_of(sqlite3_stmt *s, void *ctx)
+{
+    const struct chunk_ctx *c = ctx;
+    struct store_chunk_row r = {.id = col_int64(s, 1),
+                                .plan_uuid = c->plan_uuid,
+                                .action_id = c->action_id,
+                                .chunk = col_text(s, 2)};
+
+    return c->fn(c->ud, &r);
+}
+
+int store_each_chunk(store *st, const char *plan_uuid, int action_id, int64_t after, int64_t before,
+                     unsigned limit, int (*fn)(void *ud, const struct store_chunk_row *r), void *ud,
+                     df_error *err)
+{
+    struct chunk_ctx c = {plan_uuid, action_id, fn, ud};
+    sqlite3_stmt *s = st->stmt[S_CHUNKS_OF];
+    int rc;
+
+    pthread_mutex_lock(st->rlock);
+    bind_text(s, 1, plan_uuid);
+    sqlite3_bind_int(s, 2, action_id);
+    sqlite3_bind_int64(s, 3, after);
+    sqlite3_bind_int64(s, 4, before);
+    sqlite3_bind_int(s, 5, (int)limit);
+    rc = query(s, row_chunk_of, &c, err, "reading the output of action %d of plan %s", action_id,
+               plan_uuid);
+    pthread_mutex_unlock(st->rlock);
+    return rc;
+}
+
 static int row_uuid(sqlite3_stmt *s, void *ctx)
 {
     const struct callback *cb = ctx;
@@ -1212,6 +1261,21 @@ int store_each_timer(store *st, int (*fn)(void *ud, const struct store_timer_row
 
     pthread_mutex_lock(st->rlock);
     rc = query(st->stmt[S_TIMERS], row_timer, &cb, err, "listing the timers");
+    pthread_mutex_unlock(st->rlock);
+    return rc;
+}
+
+int store_max_chunk_id(store *st, const char *plan_uuid, int action_id, int64_t *id, df_error *err)
+{
+    sqlite3_stmt *s = st->stmt[S_MAX_CHUNK];
+    int rc;
+
+    *id = 0;
+    pthread_mutex_lock(st->rlock);
+    bind_text(s, 1, plan_uuid);
+    sqlite3_bind_int(s, 2, action_id);
+    rc = query(s, row_int64, id, err, "reading the last output chunk of action %d of plan %s",
+               action_id, plan_uuid);
     pthread_mutex_unlock(st->rlock);
     return rc;
 }

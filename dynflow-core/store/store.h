@@ -74,6 +74,7 @@ struct store_chunk_row {
     const char *kind; /* may be NULL */
     int64_t timestamp;
     const char *chunk; /* JSON text */
+    int64_t id;        /* the row id (store_each_chunk); increases with every chunk added */
 };
 
 struct store_delayed_row {
@@ -126,7 +127,8 @@ int store_put_step(store *st, const struct store_step_row *r, df_error *err);
 int store_put_action(store *st, const struct store_action_row *r, df_error *err);
 /* UPDATE of output (and input when r->input is not NULL) only. */
 int store_update_action(store *st, const struct store_action_row *r, df_error *err);
-int store_add_chunk(store *st, const struct store_chunk_row *r, df_error *err);
+/* *id (may be NULL) gets the new row's id. */
+int store_add_chunk(store *st, const struct store_chunk_row *r, int64_t *id, df_error *err);
 int store_drop_chunks(store *st, const char *plan_uuid, int action_id, df_error *err);
 int store_put_delayed(store *st, const struct store_delayed_row *r, df_error *err);
 int store_delete_delayed(store *st, const char *plan_uuid, df_error *err);
@@ -178,6 +180,14 @@ int store_each_child(store *st, const char *caller_uuid, int caller_action_id,
 int store_each_status(store *st, const char *uuids_json,
                       int (*fn)(void *ud, const char *uuid, const char *state, const char *result),
                       void *ud, df_error *err);
+/* The output chunks of one action with after < id < before, in id order, at most limit of them;
+ * a non-zero return of fn stops the read and is returned.  Sets r->id, plan_uuid, action_id,
+ * chunk only. */
+int store_each_chunk(store *st, const char *plan_uuid, int action_id, int64_t after, int64_t before,
+                     unsigned limit, int (*fn)(void *ud, const struct store_chunk_row *r), void *ud,
+                     df_error *err);
+/* The largest id among one action's output chunks (0 if none). */
+int store_max_chunk_id(store *st, const char *plan_uuid, int action_id, int64_t *id, df_error *err);
 int store_each_delayed(store *st, int (*fn)(void *ud, const struct store_delayed_row *r), void *ud,
                        df_error *err);
 /* Plan ids plan_uuid waits for (chain prerequisites). */

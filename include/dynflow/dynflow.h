@@ -16,6 +16,7 @@
 #define DYNFLOW_H
 
 #include <jansson.h>
+#include <stdarg.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -182,6 +183,9 @@ void *df_mw_data(const df_mw_call *call);            /* the middleware's data */
 /* ---------------------------------------------------------------------- */
 /* World                                                                   */
 
+/* Levels of a log message (syslog's numbers, as the host's). */
+enum df_log_level { DF_LOG_ERROR = 3, DF_LOG_WARNING = 4, DF_LOG_INFO = 6, DF_LOG_DEBUG = 7 };
+
 struct df_world_config {
     const char *database;    /* NULL or "": in-memory SQLite; else a file (WAL) */
     unsigned pool_size;      /* workers of the default queue; 0: 5 */
@@ -189,6 +193,10 @@ struct df_world_config {
     double cleaner_age;      /* seconds; 0: no plan cleaner */
     double cleaner_interval; /* seconds between cleaner runs; 0: min(age, 60) */
     const char *world_id;    /* NULL: a new UUID */
+    /* Optional: the daemon's log, for what the engine has to report on its own (a database
+     * that cannot be written, and that it works again); NULL: standard error. */
+    void (*log)(void *ctx, int level, const char *fmt, va_list ap);
+    void *log_ctx;
 };
 
 /* Creates a world; threads start in df_world_start(). NULL on failure. */
@@ -216,8 +224,14 @@ void *df_world_attachment(df_world *w, const void *key);
  * open and before plans are recovered (the runner dispatcher ends what an earlier process left
  * running there).  -ENOENT when nothing is attached under key. */
 int df_world_on_recovery(df_world *w, const void *key, void (*recover)(void *data));
-/* Blocks until everything changed so far is committed to the database. */
+/* Blocks until everything changed so far is committed to the database (while writes fail,
+ * until they work again or the world is being freed). */
 void df_world_sync(df_world *w);
+/* 0 while the database can be written; -EIO with err saying why (the database and SQLite's
+ * reason) since a write failed and until one works again.  Nothing new should be created
+ * meanwhile: the engine keeps every change in memory and retries, but starts no step whose
+ * start is not committed (doc/persistence.md). */
+int df_world_writable(df_world *w, df_error *err);
 
 /* ---------------------------------------------------------------------- */
 /* Triggering                                                              */
@@ -259,6 +273,18 @@ int df_plan_wait(df_world *w, const char *plan_id, double timeout_s, struct df_p
 bool df_world_has_class(df_world *w, const char *name);
 /* Number of plans in a state (state < 0: all plans). */
 int df_plan_count(df_world *w, int state, uint64_t *count, df_error *err);
+/* ExecutionPlan#to_hash (as df_plan_json) written piece by piece: the output chunks that
+ * actions present (df_action_present_chunks) are read from the store in batches while the
+ * document is read, so a reply of any size needs a bounded amount of memory (doc/output.md). */
+typedef struct df_json_stream df_json_stream;
+/* NULL if the plan is unknown. */
+df_json_stream *df_plan_stream(df_world *w, const char *plan_id, unsigned flags);
+/* {"<id>": ExecutionPlan#to_hash, …} for the ids that exist. */
+df_json_stream *df_plans_stream(df_world *w, const char *const *ids, size_t n, unsigned flags);
+/* Copies up to max bytes of the document into buf: the count, 0 at its end, or a negative
+ * errno (the store failed; err says why) after which the document is incomplete. */
+long df_json_stream_read(df_json_stream *s, char *buf, size_t max, df_error *err);
+void df_json_stream_free(df_json_stream *s);
 /* New reference: {"<id>": {"state": …, "result": …}} for the ids that exist. */
 json_t *df_plan_statuses(df_world *w, const char *const *ids, size_t n);
 /* New reference: array of plan ids, optionally only those in a state (< 0: all),
@@ -339,9 +365,13 @@ int df_action_plan_event(df_action *a, const df_event *ev, double delay_s);
 int df_action_schedule_timeout(df_action *a, double seconds);
 /* Appends an output chunk (steals chunk); kind may be NULL; ts 0: now. */
 int df_action_output_chunk(df_action *a, json_t *chunk, const char *kind, double ts);
-/* New reference: [{"chunk": …, "kind": …, "timestamp": …}, …] */
+/* New reference: [{"chunk": …, "kind": …, "timestamp": …}, …], read back from the store
+ * (a file database keeps only the chunks not yet committed in memory: doc/output.md). */
 json_t *df_action_stored_chunks(df_action *a);
 void df_action_drop_chunks(df_action *a);
+/* Present phase: output[key] = the concatenation of the action's array chunks.  In a document
+ * built by df_plan_stream() it is a placeholder the stream fills from the store as it is read. */
+void df_action_present_chunks(df_action *a, json_t *output, const char *key);
 /* Progress of this step, 0..1. */
 void df_action_set_progress(df_action *a, double done);
 

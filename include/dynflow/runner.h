@@ -105,7 +105,7 @@ void df_runner_cancel_timer(df_runner *r, uint64_t id);
  * thread (from a runner callback or another such timer); pending ones go with the world. */
 uint64_t df_runner_loop_after(df_world *w, double seconds, df_runner_timer_fn cb, void *arg);
 
-enum df_log_level { DF_LOG_ERROR = 3, DF_LOG_WARNING = 4, DF_LOG_INFO = 6, DF_LOG_DEBUG = 7 };
+/* level: enum df_log_level (dynflow.h) */
 void df_runner_log(df_runner *r, int level, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 

@@ -9,6 +9,7 @@
  * table passed to init(); the module links no host symbols.
  *
  * ABI changelog (newest first):
+ *   1.3  sp_response.read/reader/free_reader: a body produced piece by piece while it is sent
  *   1.2  a pattern's last segment may be "*" (the rest of the path); sp_request.query_string;
  *        a response's content_type may live in its body's allocation; sp_module.features
  *   1.1  host services settings_of, add_feature, load_object, unload_object, mount
@@ -23,7 +24,7 @@
 
 #define SP_MODULE_MAGIC     0x50584d31u /* "PXM1": tells "not a module" from "wrong version" */
 #define SP_MODULE_ABI_MAJOR 1u          /* bumped when anything is removed or changes meaning */
-#define SP_MODULE_ABI_MINOR 2u          /* bumped when a field or callback is appended */
+#define SP_MODULE_ABI_MINOR 3u          /* bumped when a field or callback is appended */
 #define SP_MODULE_SYMBOL    "sp_module_entry"
 #define SP_STR_(x)          #x
 #define SP_STR(x)           SP_STR_(x)
@@ -34,7 +35,8 @@
 /* A request as a handler sees it; everything is borrowed for the call. */
 struct sp_request {
     const char *method;
-    const char *path;          /* below the module's mount point */
+    const char *path;          /* below the module's mount point, decoded: each segment is UTF-8
+                                  text without NUL, control characters or '/' */
     const char *const *params; /* values of the ":name" segments, in pattern order */
     size_t n_params;
     const char *body; /* not NUL-terminated */
@@ -60,6 +62,13 @@ struct sp_response {
     size_t body_len;
     void (*free_body)(void *body);
     char *location; /* optional Location header (redirects); the host free()s it */
+    /* 1.3, optional: the body comes from read(reader, buf, max) instead (body stays NULL), sent
+     * with chunked encoding as the client takes it: the byte count, 0 at the end, or a negative
+     * errno (the connection is closed: the client sees a truncated reply).  The host calls
+     * free_reader(reader) once, when the reply is done or abandoned. */
+    long (*read)(void *reader, char *buf, size_t max);
+    void *reader;
+    void (*free_reader)(void *reader);
 };
 
 typedef int (*sp_handler_fn)(void *state, const struct sp_request *req, struct sp_response *res);
@@ -74,7 +83,8 @@ typedef int (*sp_handler_fn)(void *state, const struct sp_request *req, struct s
 
 struct sp_route {
     const char *method;  /* NULL ends a table */
-    const char *pattern; /* "/tasks/:task_id/status"; 1.2: last segment "*": anything below */
+    const char *pattern; /* "/tasks/:task_id/status"; 1.2: last segment "*": anything below;
+                            the host lets a ":task_id" segment take only UUIDs (else 404) */
     sp_handler_fn handler;
     unsigned auth; /* SP_AUTH_* */
 };

@@ -49,6 +49,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         if (res.status >= 500 && res.status != 503)
             abort();
         json_decref(res.body);
+        df_json_stream_free(res.stream);
     }
     struct df_api_response res = {0};
     df_api_event(api, &req, true, &res);

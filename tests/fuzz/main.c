@@ -44,7 +44,13 @@ static size_t mutate(uint8_t *buf, size_t len)
                                          "  ",
                                          "&a",
                                          "*a",
-                                         "\\u0000"};
+                                         "\\u0000",
+                                         "/",
+                                         "%",
+                                         "%00",
+                                         "%2F",
+                                         "%C3%A9",
+                                         "00000000-0000-4000-8000-000000000001"};
     size_t pos = len ? next() % len : 0;
 
     switch (next() % 4) {

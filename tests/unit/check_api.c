@@ -73,6 +73,10 @@ call(void (*handler)(df_api *, const struct df_api_request *, struct df_api_resp
     struct df_api_response res = {0};
 
     handler(api, &req, &res);
+    if (res.stream != NULL) { /* the status routes stream their body: read it whole */
+        res.body = tu_stream_json(res.stream);
+        res.stream = NULL;
+    }
     return res;
 }
 

@@ -12,6 +12,8 @@
 #include "proxy/module_loader.h"
 #include "suite.h"
 
+#define TASK "00000000-0000-4000-8000-000000000002"
+
 static struct sp_server *srv;
 static struct sp_loaded_module lm;
 static void *state;
@@ -84,9 +86,12 @@ START_TEST(bad_input)
          "'task_ids' must hold strings; item 0 does not"},
         {"GET", "/dynflow/tasks/00000000-0000-4000-8000-000000000001/status", NULL, 404,
          "Task 00000000-0000-4000-8000-000000000001 not found"},
-        {"POST", "/dynflow/tasks/garbage/cancel", "", 404, "Task garbage not found"},
-        {"POST", "/dynflow/tasks/abc/done", "{\"step_id\":\"x\"}", 422,
-         "'step_id' must be a step number"},
+        {"POST", "/dynflow/tasks/garbage/cancel", "", 404,
+         "no route for POST /dynflow/tasks/garbage/cancel: 'garbage' is not a task id (a UUID)"},
+        {"POST", "/dynflow/tasks/00000000-0000-4000-8000-000000000001/cancel", "", 404,
+         "Task 00000000-0000-4000-8000-000000000001 not found"},
+        {"POST", "/dynflow/tasks/00000000-0000-4000-8000-000000000001/done", "{\"step_id\":\"x\"}",
+         422, "'step_id' must be a step number"},
         {"DELETE", "/dynflow/tasks/count", NULL, 405, NULL},
     };
 
@@ -167,19 +172,45 @@ START_TEST(launch_status_statuses)
 }
 END_TEST
 
+/* A %00 in a task's path used to cut it: POST /dynflow/tasks/%00/cancel with a trigger body ran
+ * POST /dynflow/tasks and created a task.  Paths and queries that are not text create nothing. */
+START_TEST(paths_that_are_not_text)
+{
+    static const char *const paths[] = {"/dynflow/tasks/%00/cancel", "/dynflow/tasks%00/x",
+                                        "/dynflow/tasks%2F", "/dynflow/tasks/%ff/cancel"};
+    static const char trigger[] = "{\"action_name\":\"Proxy::Dynflow::Action::Batch\","
+                                  "\"action_input\":{\"input_hash\":{}}}";
+    struct reply r;
+
+    for (size_t i = 0; i < sizeof(paths) / sizeof(paths[0]); i++) {
+        r = call("POST", paths[i], trigger, NULL);
+        ck_assert_msg(r.status == 400, "%s: %ld %s", paths[i], r.status, r.body);
+        ck_assert_ptr_nonnull(strstr(field(&r, "error"), "is refused: path segment"));
+    }
+    r = call("GET", "/dynflow/tasks/count?state=%ff", NULL, NULL);
+    ck_assert_int_eq(r.status, 400);
+    ck_assert_str_eq(field(&r, "error"), "query argument 1 ('state') is not UTF-8 text without "
+                                         "NUL bytes once percent-decoded");
+    r = call("GET", "/dynflow/tasks/count", NULL, NULL);
+    ck_assert_str_eq(r.body, "{\"count\":0,\"state\":\"all\"}");
+    r = call("POST", "/dynflow/tasks", trigger, NULL); /* the body itself is fine */
+    ck_assert_int_eq(r.status, 200);
+}
+END_TEST
+
 START_TEST(update_and_done_tokens)
 {
     struct reply r;
 
     /* no token issued: any Authorization is refused */
-    r = call("POST", "/dynflow/tasks/abc/update", "{\"step_id\":2}",
+    r = call("POST", "/dynflow/tasks/" TASK "/update", "{\"step_id\":2}",
              "Authorization: Basic YWJjOjEyMw==");
     ck_assert_int_eq(r.status, 403);
     ck_assert_str_eq(field(&r, "error"), "Invalid username or password supplied");
-    r = call("POST", "/dynflow/tasks/abc/done", "{\"step_id\":2}", "Authorization: Bearer x");
+    r = call("POST", "/dynflow/tasks/" TASK "/done", "{\"step_id\":2}", "Authorization: Bearer x");
     ck_assert_int_eq(r.status, 403);
     /* without a token the event is accepted, as upstream (the host checked the client) */
-    r = call("POST", "/dynflow/tasks/12345/done", "{\"step_id\":\"15\"}", NULL);
+    r = call("POST", "/dynflow/tasks/" TASK "/done", "{\"step_id\":\"15\"}", NULL);
     ck_assert_int_eq(r.status, 200);
     ck_assert_str_eq(r.body, "");
 }
@@ -198,6 +229,7 @@ int main(void)
     tcase_add_test(tc, bad_input);
     tcase_add_test(tc, launch_status_statuses);
     tcase_add_test(tc, update_and_done_tokens);
+    tcase_add_test(tc, paths_that_are_not_text);
     suite_add_tcase(s, tc);
     failed = run_suite(s);
     curl_global_cleanup();

@@ -449,15 +449,50 @@ START_TEST(headers_and_answers_are_relayed)
     ck_assert_str_eq(seen[5], "my-request-7");
     ck_assert_str_eq(seen[6], "(none)");
     /* a path comes to the core encoded as it came */
-    r = call("GET", "/dynflow/tasks/a%20b%3Fc%25/status", NULL, NULL);
+    r = call("GET", "/dynflow/plugin/a%20b%3Fc%25/x", NULL, NULL);
     ck_assert_int_eq(r.status, 201);
-    ck_assert_str_eq(seen[1], "/tasks/a b?c%/status");
+    ck_assert_str_eq(seen[1], "/plugin/a b?c%/x");
     ck_assert_str_eq(seen[2], "");
     ck_assert_int_eq(atomic_load(&fake_hits), 3);
     /* the secret is not in the proxy's log */
     snprintf(expect, sizeof(expect), "GET /dynflow/tasks/count from 127.0.0.1: 201");
     ck_assert(log_has(proxy_dir, "proxy.log", expect));
     ck_assert_ptr_null(strstr(log_text(proxy_dir, "proxy.log"), "dGFzazpzZWNyZXQ"));
+    fake_stop();
+}
+END_TEST
+
+/* The host's path rules hold in forward mode too, before anything is relayed: a path segment
+ * that is not text is 400, a task id that is not a UUID 404 (doc/http-input.md). */
+START_TEST(paths_checked_before_relaying)
+{
+    static const struct {
+        const char *method, *path;
+        long status;
+        const char *says;
+    } cases[] = {
+        {"GET", "/dynflow/tasks/abc/status", 404, "'abc' is not a task id (a UUID)"},
+        {"POST", "/dynflow/tasks/abc/cancel", 404, "'abc' is not a task id (a UUID)"},
+        {"POST", "/dynflow/tasks/abc/done", 404, "'abc' is not a task id (a UUID)"},
+        {"POST", "/dynflow/tasks/%00/cancel", 400, "path segment 3 ('%00') holds a NUL byte"},
+        {"POST", "/dynflow/tasks%2Fx", 400, "holds a '/'"},
+        {"GET", "/dynflow/tasks/count?state=%ff", 400, "query argument 1 ('state')"},
+    };
+    unsigned p = fake_start("server", "+VERS-TLS1.3:+VERS-TLS1.2");
+    struct reply r;
+
+    proxy_mode(core_url(p), NULL);
+    proxy_start(true);
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        r = call(cases[i].method, cases[i].path, "{}", NULL);
+        ck_assert_msg(r.status == cases[i].status, "%s: %ld %s", cases[i].path, r.status, r.body);
+        ck_assert_msg(strstr(field(&r, "error"), cases[i].says) != NULL, "%s", r.body);
+    }
+    ck_assert_int_eq(atomic_load(&fake_hits), 0);
+    r = call("GET", "/dynflow/tasks/" TASK_A "/status", NULL, NULL);
+    ck_assert_int_eq(r.status, 201);
+    ck_assert_str_eq(seen[1], "/tasks/" TASK_A "/status");
+    ck_assert_int_eq(atomic_load(&fake_hits), 1);
     fake_stop();
 }
 END_TEST
@@ -882,6 +917,7 @@ int main(void)
     tcase_add_test(tc, launch_status_cancel_callback_through_the_pair);
     tcase_add_test(tc, features_mirror_the_core);
     tcase_add_test(tc, headers_and_answers_are_relayed);
+    tcase_add_test(tc, paths_checked_before_relaying);
     tcase_add_test(tc, local_auth_before_relaying);
     tcase_add_test(tc, plaintext_core_only_on_loopback);
     tcase_add_test(tc, expired_core_is_refused);

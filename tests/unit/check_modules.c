@@ -46,8 +46,8 @@ static const struct {
     {"badmagic", -ENOTSUP,
      "not a smart-proxy module or from an incompatible release "
      "(magic 12345678, expected 50584d31)"},
-    {"newabi", -ENOTSUP, "module ABI 2.2, this release supports 1.0-1.2"},
-    {"newminor", -ENOTSUP, "module ABI 1.99, this release supports 1.0-1.2"},
+    {"newabi", -ENOTSUP, "module ABI 2.3, this release supports 1.0-1.3"},
+    {"newminor", -ENOTSUP, "module ABI 1.99, this release supports 1.0-1.3"},
     {"mangled", -EINVAL, "module data is mangled"},
     {"badsig", -ENOTSUP, "not binary compatible (built for jansson1,ptr8, running jansson2,ptr8)"},
     {"othername", -EINVAL, "name mismatch (declares 'dynflow', the file stem is 'othername')"},

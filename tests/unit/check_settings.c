@@ -90,6 +90,10 @@ START_TEST(every_key)
                        ":log_file: SYSLOG\n"
                        ":log_level: debug\n"
                        ":module_directory: /usr/lib/smart-proxy/modules\n"
+                       ":max_connections: 500\n"
+                       ":max_connections_per_address: 20\n"
+                       ":request_header_timeout: 5\n"
+                       ":max_body_memory: 1048576\n"
                        ":daemon: true\n",
                        &s, &err) == 0,
                   "%s", err.text);
@@ -111,6 +115,10 @@ START_TEST(every_key)
     ck_assert_str_eq(sp_setting_str(&s, "log_file"), "SYSLOG");
     ck_assert_str_eq(sp_setting_str(&s, "log_level"), "DEBUG");
     ck_assert_str_eq(sp_setting_str(&s, "module_directory"), "/usr/lib/smart-proxy/modules");
+    ck_assert_str_eq(dump(sp_setting(&s, "max_connections")), "500");
+    ck_assert_str_eq(dump(sp_setting(&s, "max_connections_per_address")), "20");
+    ck_assert_str_eq(dump(sp_setting(&s, "request_header_timeout")), "5");
+    ck_assert_str_eq(dump(sp_setting(&s, "max_body_memory")), "1048576");
     ck_assert_str_eq(dump(sp_setting(&s, "daemon")), "true"); /* unknown keys are kept */
     sp_settings_free(&s);
 }
@@ -122,16 +130,25 @@ START_TEST(wrong_types)
     static const struct {
         const char *text, *message;
     } cases[] = {
-        {":https_port: abc\n", ":https_port: must be a port number (1-65535), found \"abc\""},
-        {":http_port: 70000\n", ":http_port: must be a port number (1-65535), found 70000"},
+        {":https_port: abc\n", ":https_port: must be a port number (0-65535; 0: any free port, "
+                               "which the log names), found \"abc\""},
+        {":http_port: 70000\n", ":http_port: must be a port number (0-65535; 0: any free port, "
+                                "which the log names), found 70000"},
         {":forward_verify: maybe\n", ":forward_verify: must be true or false, found \"maybe\""},
         {":log_level: LOUD\n",
          ":log_level: must be one of UNKNOWN, FATAL, ERROR, WARN, INFO, DEBUG"},
         {":trusted_hosts: {a: 1}\n", ":trusted_hosts: must be a value or a list of values"},
         {":foreman_url: [1]\n", ":foreman_url: must be a string, found [1]"},
         {":listen: [a, b]\n", ":listen: must be a string, found [\"a\",\"b\"]"},
-        {":port: eighty\n", ":port: must be a port number (1-65535), found \"eighty\""},
+        {":port: eighty\n", ":port: must be a port number (0-65535; 0: any free port, which the "
+                            "log names), found \"eighty\""},
         {":use_https: 'true'\n", ":use_https: must be true or false, found \"true\""},
+        {":max_connections: 0\n",
+         ":max_connections: must be a whole number from 1 to 2147483647, found 0"},
+        {":max_connections_per_address: many\n",
+         ":max_connections_per_address: must be a whole number from 1 to 2147483647"},
+        {":request_header_timeout: 2.5\n", ":request_header_timeout: must be a whole number"},
+        {":max_body_memory: 4294967296\n", ":max_body_memory: must be a whole number"},
     };
     struct sp_settings s;
     struct sp_error err;
@@ -180,6 +197,21 @@ START_TEST(modules)
     ck_assert_int_eq(load(":http_port: 8000\n", &s, &err), -EINVAL);
     ck_assert_ptr_nonnull(
         strstr(err.text, "settings.d/salt.yml: :enabled: must be true, false, http or https"));
+}
+END_TEST
+
+/* Port 0 is any free port, which the daemon's "listening on" log line names: how the daemon
+ * suites start it. */
+START_TEST(port_zero)
+{
+    struct sp_settings s;
+    struct sp_error err;
+
+    ck_assert_msg(load(":http_port: 0\n:https_port: 0\n", &s, &err) == 0, "%s", err.text);
+    ck_assert_str_eq(dump(sp_setting(&s, "http_port")), "0");
+    ck_assert_str_eq(dump(sp_setting(&s, "https_port")), "0");
+    sp_settings_free(&s);
+    ck_assert_int_eq(load(":http_port: -1\n", &s, &err), -EINVAL);
 }
 END_TEST
 
@@ -322,6 +354,7 @@ int main(void)
     tcase_add_test(tc, every_key);
     tcase_add_test(tc, wrong_types);
     tcase_add_test(tc, modules);
+    tcase_add_test(tc, port_zero);
     tcase_add_test(tc, yaml_scalars);
     tcase_add_test(tc, core);
     tcase_add_test(tc, upstream_core_keys);

@@ -252,7 +252,7 @@ static void put_full_plan(store *st, const char *uuid, const char *state, int64_
     ck_assert_int_eq(store_put_plan(st, &p, NULL), 0);
     ck_assert_int_eq(store_put_step(st, &s, NULL), 0);
     ck_assert_int_eq(store_put_action(st, &a, NULL), 0);
-    ck_assert_int_eq(store_add_chunk(st, &c, NULL), 0);
+    ck_assert_int_eq(store_add_chunk(st, &c, NULL, NULL), 0);
     ck_assert_int_eq(store_put_delayed(st, &d, NULL), 0);
     ck_assert_int_eq(store_put_timer(st, &t, NULL), 0);
     commit(st);
@@ -603,21 +603,48 @@ START_TEST(test_actions)
 }
 END_TEST
 
+static int log_chunk_of(void *ud, const struct store_chunk_row *r)
+{
+    struct log *l = ud;
+    size_t n = strlen(l->text);
+
+    snprintf(l->text + n, sizeof(l->text) - n, "%s\n", r->chunk);
+    return 0;
+}
+
 START_TEST(test_chunks)
 {
     store *st = open_kind(_i);
     static const struct store_chunk_row chunks[] = {
-        {"p1", 2, "stdout", 30, "\"c\""},    {"p1", 1, NULL, 0, "\"a\""},
-        {"p1", 2, "stderr", 10, "\"b\""},    {"p2", 1, "stdout", 1, "\"other\""},
-        {"p1", 1, "stdout", 5, "{\"d\":1}"},
+        {"p1", 2, "stdout", 30, "\"c\"", 0},    {"p1", 1, NULL, 0, "\"a\"", 0},
+        {"p1", 2, "stderr", 10, "\"b\"", 0},    {"p2", 1, "stdout", 1, "\"other\"", 0},
+        {"p1", 1, "stdout", 5, "{\"d\":1}", 0},
     };
+    int64_t ids[5];
     struct log l;
 
     put_plan_in(st, "p1", "running", 1, 0);
     begin(st);
-    for (size_t i = 0; i < sizeof(chunks) / sizeof(chunks[0]); i++)
-        ck_assert_int_eq(store_add_chunk(st, &chunks[i], NULL), 0);
+    for (size_t i = 0; i < sizeof(chunks) / sizeof(chunks[0]); i++) {
+        ck_assert_int_eq(store_add_chunk(st, &chunks[i], &ids[i], NULL), 0);
+        ck_assert(i == 0 || ids[i] > ids[i - 1]);
+    }
     commit(st);
+
+    /* one action's chunks by id: after < id < before, at most limit */
+    l.text[0] = '\0';
+    ck_assert_int_eq(store_each_chunk(st, "p1", 1, 0, INT64_MAX, 10, log_chunk_of, &l, NULL), 0);
+    ck_assert_str_eq(l.text, "\"a\"\n{\"d\":1}\n");
+    l.text[0] = '\0';
+    ck_assert_int_eq(store_each_chunk(st, "p1", 1, ids[1], INT64_MAX, 10, log_chunk_of, &l, NULL),
+                     0);
+    ck_assert_str_eq(l.text, "{\"d\":1}\n");
+    l.text[0] = '\0';
+    ck_assert_int_eq(store_each_chunk(st, "p1", 1, 0, ids[4], 10, log_chunk_of, &l, NULL), 0);
+    ck_assert_str_eq(l.text, "\"a\"\n");
+    l.text[0] = '\0';
+    ck_assert_int_eq(store_each_chunk(st, "p1", 2, 0, INT64_MAX, 1, log_chunk_of, &l, NULL), 0);
+    ck_assert_str_eq(l.text, "\"c\"\n");
 
     ck_assert_int_eq(load(st, "p1", &l), 0);
     ck_assert_str_eq(strchr(l.text, '\n') + 1, "chunk p1/2 stdout at=30 \"c\"\n"
@@ -627,7 +654,7 @@ START_TEST(test_chunks)
 
     begin(st);
     ck_assert_int_eq(store_drop_chunks(st, "p1", 1, NULL), 0);
-    ck_assert_int_eq(store_add_chunk(st, &chunks[1], NULL), 0);
+    ck_assert_int_eq(store_add_chunk(st, &chunks[1], NULL, NULL), 0);
     commit(st);
     ck_assert_int_eq(load(st, "p1", &l), 0);
     ck_assert_str_eq(strchr(l.text, '\n') + 1, "chunk p1/2 stdout at=30 \"c\"\n"

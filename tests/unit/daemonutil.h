@@ -79,22 +79,41 @@ static inline int finish(pid_t pid)
     return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
 }
 
+/* What file_has() read last. */
+static char file_text[65536];
+
 /* Polls a file until it contains needle (for up to 10 s). */
 static inline bool file_has(const char *path, const char *needle)
 {
-    static char buf[65536];
-
     for (int i = 0; i < 1000; i++) {
         FILE *f = fopen(path, "r");
-        size_t n = f ? fread(buf, 1, sizeof(buf) - 1, f) : 0;
+        size_t n = f ? fread(file_text, 1, sizeof(file_text) - 1, f) : 0;
         if (f != NULL)
             fclose(f);
-        buf[n] = '\0';
-        if (strstr(buf, needle) != NULL)
+        file_text[n] = '\0';
+        if (strstr(file_text, needle) != NULL)
             return true;
         usleep(10000);
     }
     return false;
+}
+
+/* The port the daemon's last start got for scheme ("http" or "https"), from its log line
+ * "listening on <scheme>://<host>:<port>": settings with port 0 let it bind any free port.
+ * 0 when the log has no such line within 10 s. */
+static inline unsigned listening_port(const char *log_path, const char *scheme)
+{
+    char needle[64];
+    const char *line = NULL, *p, *colon;
+
+    snprintf(needle, sizeof(needle), "listening on %s://", scheme);
+    if (!file_has(log_path, needle))
+        return 0;
+    for (p = file_text; (p = strstr(p, needle)) != NULL; p++)
+        line = p;
+    line += strlen(needle);
+    colon = strchr(line, ':');
+    return colon != NULL && colon < strchr(line, '\n') ? (unsigned)atoi(colon + 1) : 0;
 }
 
 #endif

@@ -281,6 +281,28 @@ static inline const char *tu_step_error(df_world *w, const char *id, int step_id
 }
 
 /* New reference: the output of action action_id. */
+/* New reference: the document of a stream, read in small pieces; the stream is freed. */
+static inline json_t *tu_stream_json(df_json_stream *s)
+{
+    char *text = NULL, piece[1000];
+    size_t len = 0;
+    long n;
+    json_error_t je;
+    json_t *j;
+
+    while ((n = df_json_stream_read(s, piece, sizeof(piece), NULL)) > 0) {
+        text = realloc(text, len + (size_t)n + 1);
+        memcpy(text + len, piece, (size_t)n);
+        len += (size_t)n;
+    }
+    ck_assert_int_eq(n, 0);
+    df_json_stream_free(s);
+    j = json_loadb(text != NULL ? text : "", len, JSON_ALLOW_NUL, &je);
+    ck_assert_msg(j != NULL, "the streamed document is not JSON: %s", je.text);
+    free(text);
+    return j;
+}
+
 static inline json_t *tu_output(df_world *w, const char *id, int action_id)
 {
     json_t *j = tu_json(w, id, DF_JSON_ACTIONS);
