@@ -304,12 +304,12 @@ static const struct sp_route routes[] = {
     {"POST", "/tasks/:task_id/update", update, SP_AUTH_ANY | SP_AUTH_TOKEN},
     {"POST", "/tasks/:task_id/done", done, SP_AUTH_ANY | SP_AUTH_TOKEN},
     {"GET", "/tasks/operations", operations, SP_AUTH_ANY},
-    /* :console_auth: true: a client certificate over HTTPS (§4) */
-    {"GET", "/console", console_index, SP_AUTH_CLIENT_CERT},
-    {"GET", "/console/:id", console_plan, SP_AUTH_CLIENT_CERT},
-    {"POST", "/console/:id/resume", console_act, SP_AUTH_CLIENT_CERT},
-    {"POST", "/console/:id/cancel", console_act, SP_AUTH_CLIENT_CERT},
-    {"POST", "/console/:id/skip/:step", console_act, SP_AUTH_CLIENT_CERT},
+    /* the console: the API's rules; :console_auth: false drops the certificate (set_routes) */
+    {"GET", "/console", console_index, SP_AUTH_ANY},
+    {"GET", "/console/:id", console_plan, SP_AUTH_ANY},
+    {"POST", "/console/:id/resume", console_act, SP_AUTH_ANY},
+    {"POST", "/console/:id/cancel", console_act, SP_AUTH_ANY},
+    {"POST", "/console/:id/skip/:step", console_act, SP_AUTH_ANY},
     {NULL, NULL, NULL, 0},
 };
 
@@ -373,17 +373,19 @@ static const struct sp_route *dynflow_routes(void *state)
     return forward ? forward_routes : df->routes;
 }
 
-/* :console_auth: false opens the console; true (the default) asks for a client certificate. */
+/* The console applies the API's rules: :trusted_hosts: and, over HTTPS, a client certificate.
+ * :console_auth: false (true is the default) drops only the certificate: :trusted_hosts: still
+ * applies, so an untrusted client never reads or cancels tasks there (doc/api-input.md). */
 static void set_routes(struct dynflow *df, const json_t *settings)
 {
-    bool open = json_is_false(json_object_get(settings, "console_auth"));
+    bool no_cert = json_is_false(json_object_get(settings, "console_auth"));
     size_t i;
 
     for (i = 0; routes[i].method != NULL && i + 1 < sizeof(df->routes) / sizeof(df->routes[0]);
          i++) {
         df->routes[i] = routes[i];
-        if (open && strncmp(routes[i].pattern, "/console", 8) == 0)
-            df->routes[i].auth = SP_AUTH_NONE;
+        if (no_cert && strncmp(routes[i].pattern, "/console", 8) == 0)
+            df->routes[i].auth = SP_AUTH_TRUSTED_HOSTS;
     }
     df->routes[i] = (struct sp_route){NULL, NULL, NULL, 0};
 }
@@ -486,27 +488,6 @@ static struct df_http_tls tls_files(const json_t *global)
     };
 }
 
-/* Callbacks go to :foreman_url: with the Foreman client certificate (§7.1); none without it. */
-static int setup_callbacks(struct dynflow *df, const json_t *global, df_error *err)
-{
-    struct df_http_tls tls = tls_files(global);
-    struct df_callback_config cfg = {
-        .foreman_url = json_string_value(json_object_get(global, "foreman_url")),
-        .cert_file = tls.cert_file,
-        .key_file = tls.key_file,
-        .ca_file = tls.ca_file,
-    };
-
-    if (cfg.foreman_url == NULL)
-        return 0;
-    df->callback = df_callback_new(&cfg, err);
-    if (df->callback == NULL)
-        return -EINVAL;
-    if (df_world_register(df->w, df_callback_class(df->callback), err) < 0)
-        return -1;
-    return df_world_register(df->w, df_callback_batch_class(df->callback), err);
-}
-
 /* The keys of settings.d/dynflow.yml this module reads, and their types. */
 static const struct {
     const char *key;
@@ -522,6 +503,11 @@ static const struct {
     {"external_core", JSON_TRUE},
     {"core_url", JSON_STRING},
     {"core_timeout", JSON_INTEGER},
+    {"callback_connections", JSON_INTEGER},
+    {"callback_timeout", JSON_INTEGER},
+    {"callback_retry_interval", JSON_INTEGER},
+    {"callback_retry_max_interval", JSON_INTEGER},
+    {"callback_give_up_after", JSON_INTEGER},
 };
 
 static const char *type_name(json_type t)
@@ -553,6 +539,32 @@ static double number(const json_t *settings, const char *key, double fallback)
     const json_t *v = json_object_get(settings, key);
 
     return json_is_number(v) ? json_number_value(v) : fallback;
+}
+
+/* Callbacks go to :foreman_url: with the Foreman client certificate (§7.1); none without it.
+ * The delivery settings: doc/callbacks.md. */
+static int setup_callbacks(struct dynflow *df, const json_t *global, const json_t *settings,
+                           df_error *err)
+{
+    struct df_http_tls tls = tls_files(global);
+    struct df_callback_config cfg = {
+        .foreman_url = json_string_value(json_object_get(global, "foreman_url")),
+        .cert_file = tls.cert_file,
+        .key_file = tls.key_file,
+        .ca_file = tls.ca_file,
+        .max_connections = (unsigned)number(settings, "callback_connections", 0),
+        .timeout = number(settings, "callback_timeout", 0),
+        .first_retry = number(settings, "callback_retry_interval", 0),
+        .max_retry = number(settings, "callback_retry_max_interval", 0),
+        .give_up_after = number(settings, "callback_give_up_after", 0),
+    };
+
+    if (cfg.foreman_url == NULL)
+        return 0;
+    df->callback = df_callback_new(&cfg, err);
+    if (df->callback == NULL)
+        return -EINVAL;
+    return df_callback_register(df->callback, df->w, err);
 }
 
 /* The host's log for the engine and the runner dispatcher. */
@@ -606,7 +618,8 @@ static int start_internal(struct dynflow *df, const json_t *settings, bool publi
     df->file_db = database != NULL && database[0] != '\0';
     df->w = df_world_new(&cfg, &err);
     if (df->w == NULL || df_api_register_classes(df->w, &err) < 0 ||
-        setup_callbacks(df, df->host != NULL ? df->host->global_settings : NULL, &err) < 0 ||
+        setup_callbacks(df, df->host != NULL ? df->host->global_settings : NULL, settings, &err) <
+            0 ||
         setup_runners(df, settings, &err) < 0 || df_world_start(df->w, &err) < 0) {
         snprintf(errbuf, errlen, "cannot start the executor: %s", err.text);
         stop_internal(df); /* a later switch tries again */

@@ -222,7 +222,8 @@ void df_plugins_publish(df_plugins *ps, df_api *api, bool routes)
             host->mount(host->ctx, p->mount, p->routes(ps->v[i]->state), ps->v[i]->state) < 0)
             host->log(host->ctx, SP_LOG_ERROR, "plugin '%s': cannot mount its routes at %s",
                       p->name, p->mount);
-        if (p->feature != NULL && host->add_feature(host->ctx, p->feature, NULL) < 0)
+        if (p->feature != NULL &&
+            host->add_versioned_feature(host->ctx, p->feature, p->version, NULL) < 0)
             host->log(host->ctx, SP_LOG_ERROR, "plugin '%s': cannot add feature '%s'", p->name,
                       p->feature);
     }

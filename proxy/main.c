@@ -65,7 +65,15 @@ static int module_add_feature(void *ctx, const char *name, const json_t *capabil
 {
     struct sp_running_module *rm = ctx;
 
-    return sp_root_add_feature(rm->root, rm, name, capabilities);
+    return sp_root_add_feature(rm->root, rm, name, NULL, capabilities);
+}
+
+static int module_add_versioned_feature(void *ctx, const char *name, const char *version,
+                                        const json_t *capabilities)
+{
+    struct sp_running_module *rm = ctx;
+
+    return sp_root_add_feature(rm->root, rm, name, version, capabilities);
 }
 
 static int module_mount(void *ctx, const char *prefix, const struct sp_route *routes, void *state)
@@ -168,7 +176,8 @@ static int start_module(struct proxy *px, const char *name, json_t *settings,
                                  .add_feature = module_add_feature,
                                  .load_object = module_load_object,
                                  .unload_object = module_unload_object,
-                                 .mount = module_mount};
+                                 .mount = module_mount,
+                                 .add_versioned_feature = module_add_versioned_feature};
     rc = rm->lm.m->init(host, settings, &rm->state, why, sizeof(why));
     rm->listeners = sp_module_enabled(px->settings, name) & available_listeners(px);
     rm->state_name = rc == 0 ? "running" : "failed";

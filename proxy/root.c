@@ -18,15 +18,16 @@ static int cmp_names(const void *a, const void *b)
 }
 
 int sp_root_add_feature(struct sp_root *root, const struct sp_running_module *owner,
-                        const char *name, const json_t *capabilities)
+                        const char *name, const char *version, const json_t *capabilities)
 {
     struct sp_feature *f = realloc(root->features, (root->n_features + 1) * sizeof(*f));
 
     if (f == NULL)
         return -ENOMEM;
     root->features = f;
-    f[root->n_features++] = (struct sp_feature){
-        strdup(name), capabilities ? json_deep_copy(capabilities) : json_array(), owner};
+    f[root->n_features++] =
+        (struct sp_feature){strdup(name), version ? strdup(version) : NULL,
+                            capabilities ? json_deep_copy(capabilities) : json_array(), owner};
     return 0;
 }
 
@@ -50,6 +51,7 @@ void sp_root_free_features(struct sp_root *root)
 {
     for (size_t i = 0; i < root->n_features; i++) {
         free(root->features[i].name);
+        free(root->features[i].version);
         json_decref(root->features[i].capabilities);
     }
     free(root->features);
@@ -104,7 +106,8 @@ static int features(void *state, const struct sp_request *req, struct sp_respons
     return 0;
 }
 
-/* GET /version: the proxy's version and the running modules'. */
+/* GET /version: the proxy's version, the running modules' and those of the features they added
+ * with one (a dynflow plugin's: {"dynflow": "…", "script": "…"} with the SSH plugin). */
 static int version(void *state, const struct sp_request *req, struct sp_response *res)
 {
     const struct sp_root *root = state;
@@ -115,6 +118,10 @@ static int version(void *state, const struct sp_request *req, struct sp_response
         if (running(&root->modules[i]))
             json_object_set_new(modules, root->modules[i].lm.m->name,
                                 json_string(root->modules[i].lm.m->version));
+    for (size_t i = 0; i < root->n_features; i++)
+        if (root->features[i].version != NULL && running(root->features[i].owner))
+            json_object_set_new(modules, root->features[i].name,
+                                json_string(root->features[i].version));
     sp_response_json(res, 200,
                      json_pack("{s:s, s:o}", "version", PACKAGE_VERSION, "modules", modules));
     return 0;

@@ -19,6 +19,7 @@ struct sp_running_module {
 /* A feature a module adds for what it loaded (a dynflow plugin's "script"). */
 struct sp_feature {
     char *name;
+    char *version; /* for GET /version, or NULL */
     json_t *capabilities;
     const struct sp_running_module *owner; /* its listeners and state */
 };
@@ -41,9 +42,9 @@ struct sp_root {
     size_t n_mounts;
 };
 
-/* Host service: adds a feature (capabilities borrowed, may be NULL). */
+/* Host service: adds a feature (version and capabilities borrowed, either may be NULL). */
 int sp_root_add_feature(struct sp_root *root, const struct sp_running_module *owner,
-                        const char *name, const json_t *capabilities);
+                        const char *name, const char *version, const json_t *capabilities);
 void sp_root_free_features(struct sp_root *root);
 /* Host service: routes under prefix (kept by pointer). */
 int sp_root_add_mount(struct sp_root *root, const struct sp_running_module *owner,

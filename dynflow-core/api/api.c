@@ -8,6 +8,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "api/check.h"
+#include "api/claims.h"
 #include "api/launch.h"
 #include "util/hash.h"
 #include "util/util.h"
@@ -221,20 +223,18 @@ static json_t *task_args(const struct df_api_request *req, json_t *input)
 
 /* TaskLauncher::Single: {"result": "success", "task_id"} or {"result": "error", "errors"}. */
 static json_t *launch_single(df_api *api, const struct df_api_request *req, json_t *input,
-                             const char *class_override, unsigned *status)
+                             unsigned *status)
 {
-    const char *cls =
-        class_override ? class_override : json_string_value(json_object_get(input, "action_class"));
+    const char *cls = json_string_value(json_object_get(input, "action_class"));
     json_t *action_input = json_object_get(input, "action_input"), *args;
     char id[DF_UUID_BUF];
     bool planned;
     df_error err;
     int rc;
 
-    if (cls == NULL || (action_input != NULL && !json_is_object(action_input))) {
+    if (df_check_single(api->w, input, &err) < 0) {
         *status = 422;
-        return json_pack("{s:s}", "error",
-                         "'input' needs an 'action_class' string and an 'action_input' object");
+        return json_pack("{s:s}", "error", err.text);
     }
     args = task_args(req, action_input);
     if (args == NULL) {
@@ -252,39 +252,55 @@ static json_t *launch_single(df_api *api, const struct df_api_request *req, json
     return json_pack("{s:s, s:s}", "result", "success", "task_id", id);
 }
 
-/* TaskLauncher::Batch: one parent plan; its run phase plans a child per key (batch_create). */
+/* What a batch launch answers when its parent exists (§6.4). */
+static json_t *launched(const char *parent)
+{
+    return json_pack("{s:{s:s, s:s}}", "parent", "result", "success", "task_id", parent);
+}
+
+/* TaskLauncher::Batch: one parent plan; its run phase plans a child per key (batch_create).
+ * A retry of a launch answers with the parent that has its tasks (api/claims.h). */
 static json_t *launch_batch(df_api *api, const struct df_api_request *req,
                             const struct operation *op, json_t *input, json_t *options,
                             unsigned *status)
 {
-    json_t *first = NULL, *v, *args;
-    const char *key;
-    char id[DF_UUID_BUF];
+    json_t *first =
+        json_object_get(json_object_iter_value(json_object_iter(input)), "action_input");
+    struct df_trigger_opts opts = {0};
+    char id[DF_UUID_BUF], parent[DF_UUID_BUF];
+    json_t *args;
     bool planned;
     df_error err;
+    int rc;
 
-    json_object_foreach(input, key, v)
-    {
-        if (!df_uuid_valid(key) || !json_is_object(v)) {
-            *status = 422;
-            return json_pack("{s:s+}", "error", "'input' must map task UUIDs to objects: ", key);
-        }
-        if (first == NULL)
-            first = json_object_get(v, "action_input");
+    if (df_check_batch(api->w, op->kind, op->action_class, input, &err) < 0) {
+        *status = 422;
+        return json_pack("{s:s}", "error", err.text);
     }
+    rc = df_claims_take(df_claims_of(api->w), api->w, input, parent, &err);
+    if (rc < 0) {
+        *status = 409;
+        return json_pack("{s:s}", "error", err.text);
+    }
+    *status = 200;
+    if (rc > 0)
+        return launched(parent);
     args = json_pack("{s:O, s:{s:s, s:o, s:O, s:s?}}", "input_hash", input, "launcher", "operation",
                      op->name, "callback", callback_host(req, first), "options", options,
                      "action_class", op->action_class);
     if (args == NULL) {
+        df_claims_drop(df_claims_of(api->w), input, parent);
         *status = 503;
         return json_pack("{s:s}", "error", OUT_OF_MEMORY_ARGS);
     }
-    *status = 200;
+    opts.plan_id = parent;
     if (df_trigger(api->w, op->kind == DF_LAUNCH_GROUP ? DF_GROUP_CLASS : DF_BATCH_CLASS, args,
-                   NULL, id, &planned, &err) < 0 ||
-        !planned)
+                   &opts, id, &planned, &err) < 0 ||
+        !planned) {
+        df_claims_drop(df_claims_of(api->w), input, parent);
         return json_pack("{s:{s:s, s:[s]}}", "parent", "result", "error", "errors", err.text);
-    return json_pack("{s:{s:s, s:s}}", "parent", "result", "success", "task_id", id);
+    }
+    return launched(id);
 }
 
 void df_api_launch(df_api *api, const struct df_api_request *req, struct df_api_response *res)
@@ -308,7 +324,7 @@ void df_api_launch(df_api *api, const struct df_api_request *req, struct df_api_
     else if (options != NULL && !json_is_object(options))
         error_response(res, 422, "'options' must be a JSON object");
     else if (op->kind == DF_LAUNCH_SINGLE)
-        res->body = launch_single(api, req, input, NULL, &res->status);
+        res->body = launch_single(api, req, input, &res->status);
     else if (options != NULL)
         res->body = launch_batch(api, req, op, input, options, &res->status);
     else {
@@ -347,6 +363,7 @@ static int batch_create(df_action *a)
         json_object_set_new(args, "callback_host", json_string(callback ? callback : ""));
         if (df_action_trigger_child(a, cls ? cls : "", args, key, id, &planned) < 0)
             df_action_error(a, "cannot plan the task for %s", key); /* counted as failed */
+        df_claims_created(df_claims_of(df_action_world(a)), key);
     }
     return 0;
 }
@@ -378,6 +395,8 @@ void df_api_trigger(df_api *api, const struct df_api_request *req, struct df_api
     input = json_object_get(body, "action_input");
     if (cls == NULL || (input != NULL && !json_is_object(input))) {
         error_response(res, 422, "'action_name' must be a string and 'action_input' an object");
+    } else if (df_check_task(api->w, cls, "action_input", input, &err) < 0) {
+        error_response(res, 422, "%s", err.text);
     } else {
         args = task_args(req, input);
         if (args == NULL)
@@ -563,7 +582,7 @@ df_api *df_api_new(df_world *w)
 /* Registers the API's own action classes; before df_world_start(). */
 int df_api_register_classes(df_world *w, df_error *err)
 {
-    if (df_world_register(w, &batch_class, err) < 0)
+    if (df_claims_attach(w, err) < 0 || df_world_register(w, &batch_class, err) < 0)
         return -1;
     return df_world_register(w, &df_group_launcher_class, err);
 }

@@ -32,7 +32,8 @@ struct df_api_response {
     df_json_stream *stream; /* the status routes: the body to stream instead (doc/output.md) */
 };
 
-/* Registers the API's own action classes (the batch parent); before df_world_start(). */
+/* Registers the API's own action classes (the batch parent) and attaches its claims on task ids
+ * (api/claims.h); before df_world_start(). */
 int df_api_register_classes(df_world *w, df_error *err);
 df_api *df_api_new(df_world *w);
 void df_api_free(df_api *api);

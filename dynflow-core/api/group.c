@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "api/claims.h"
 #include "api/launch.h"
 #include "callback/callback.h"
 #include "runner/dispatcher.h"
@@ -72,6 +73,7 @@ static int group_create(df_action *a)
         if (df_action_trigger_child(a, DF_OUTPUT_COLLECTOR_CLASS, child_in, key, child, &planned) <
             0)
             df_action_error(a, "cannot plan the task for %s", key);
+        df_claims_created(df_claims_of(df_action_world(a)), key);
     }
     return df_action_trigger_child(a, DF_BATCH_RUNNER_CLASS,
                                    json_pack("{s:o, s:O?, s:s, s:O?}", "targets", targets,

@@ -16,6 +16,7 @@
 #include "dynflow/dynflow.h"
 #include "store/store.h"
 #include "util/hash.h"
+#include "util/secrets.h"
 #include "util/util.h"
 
 typedef struct df_plan df_plan;
@@ -210,9 +211,6 @@ json_t *df_step_error_new(const char *exception_class, const char *message);
 void df_step_set_state(df_plan *p, struct df_step *s, enum df_step_state st);
 void df_action_mark(struct df_action *a, unsigned dirty);
 void df_plan_mark(df_plan *p, unsigned dirty);
-/* Replaces every "secrets" object's values by "[REDACTED]" (new reference). */
-json_t *df_redact_secrets(json_t *input, bool *had);
-bool df_json_has_redacted_secrets(json_t *input);
 
 /* ---- world ------------------------------------------------------------- */
 

@@ -188,68 +188,6 @@ void df_step_set_state(df_plan *p, struct df_step *s, enum df_step_state st)
     s->dirty = true;
 }
 
-/* ---- secrets ------------------------------------------------------------ */
-
-static json_t *redact_object(json_t *secrets)
-{
-    json_t *r = json_object(), *v;
-    const char *k;
-
-    json_object_foreach(secrets, k, v)
-        json_object_set_new(r, k, json_is_null(v) ? json_null() : json_string("[REDACTED]"));
-    return r;
-}
-
-json_t *df_redact_secrets(json_t *in, bool *had)
-{
-    json_t *out, *v;
-    const char *k;
-    size_t i;
-
-    if (json_is_object(in)) {
-        out = json_object();
-        json_object_foreach(in, k, v)
-        {
-            if (strcmp(k, "secrets") == 0 && json_is_object(v)) {
-                *had = true;
-                json_object_set_new(out, k, redact_object(v));
-            } else {
-                json_object_set_new(out, k, df_redact_secrets(v, had));
-            }
-        }
-        return out;
-    }
-    if (json_is_array(in)) {
-        out = json_array();
-        json_array_foreach(in, i, v) json_array_append_new(out, df_redact_secrets(v, had));
-        return out;
-    }
-    return json_incref(in);
-}
-
-bool df_json_has_redacted_secrets(json_t *in)
-{
-    json_t *v, *s;
-    const char *k, *sk;
-    size_t i;
-
-    if (json_is_array(in)) {
-        json_array_foreach(in, i, v) if (df_json_has_redacted_secrets(v)) return true;
-        return false;
-    }
-    json_object_foreach(in, k, v)
-    {
-        if (strcmp(k, "secrets") == 0 && json_is_object(v)) {
-            json_object_foreach(v, sk,
-                                s) if (json_is_string(s) &&
-                                       strcmp(json_string_value(s), "[REDACTED]") == 0) return true;
-        } else if (df_json_has_redacted_secrets(v)) {
-            return true;
-        }
-    }
-    return false;
-}
-
 /* ---- states, results, hooks -------------------------------------------- */
 
 void df_plan_history(df_plan *p, const char *name)

@@ -7,6 +7,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "http/exchange.h"
 #include "util/util.h"
 
 /* More than the largest status document the engine writes (64 MiB of output). */
@@ -136,50 +137,70 @@ static void set_tls(CURL *c, const struct df_http_tls *tls)
     }
 }
 
-int df_http_perform(const struct df_http_tls *tls, const struct df_http_request *req,
-                    struct df_http_reply *rep)
+int df_http_exchange_begin(struct df_http_exchange *x, const struct df_http_tls *tls,
+                           const struct df_http_request *req, struct df_http_reply *rep)
 {
     long timeout_ms = (long)((req->timeout > 0 ? req->timeout : 60) * 1000);
-    struct curl_slist *headers = NULL;
-    char errbuf[CURL_ERROR_SIZE] = "";
-    CURL *c = take_client();
-    CURLcode rc;
+    CURL *c;
 
     memset(rep, 0, sizeof(*rep));
     rep->body = df_strdup("");
+    x->rep = rep;
+    x->headers = NULL;
+    x->errbuf[0] = '\0';
+    x->c = c = take_client();
     if (c == NULL) {
         rep->failure = DF_HTTP_UNREACHABLE;
         snprintf(rep->error, sizeof(rep->error), "cannot create an HTTP client");
         return -1;
     }
     for (const char *const *h = req->headers; h != NULL && *h != NULL; h++)
-        headers = curl_slist_append(headers, *h);
-    headers = curl_slist_append(headers, "Expect:"); /* no 100-continue round trip */
+        x->headers = curl_slist_append(x->headers, *h);
+    x->headers = curl_slist_append(x->headers, "Expect:"); /* no 100-continue round trip */
     curl_easy_setopt(c, CURLOPT_URL, req->url);
     if (strcmp(req->method, "POST") == 0) {
         curl_easy_setopt(c, CURLOPT_POSTFIELDS, req->body != NULL ? req->body : "");
         curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)req->body_len);
     }
-    curl_easy_setopt(c, CURLOPT_HTTPHEADER, headers);
+    curl_easy_setopt(c, CURLOPT_HTTPHEADER, x->headers);
     curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body);
     curl_easy_setopt(c, CURLOPT_WRITEDATA, rep);
     curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, on_header);
     curl_easy_setopt(c, CURLOPT_HEADERDATA, rep);
-    curl_easy_setopt(c, CURLOPT_ERRORBUFFER, errbuf);
+    curl_easy_setopt(c, CURLOPT_ERRORBUFFER, x->errbuf);
     curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, timeout_ms);
     curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, timeout_ms < 10000 ? timeout_ms : 10000L);
     curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
     if (req->no_proxy)
         curl_easy_setopt(c, CURLOPT_PROXY, "");
     set_tls(c, tls);
-    rc = curl_easy_perform(c);
-    curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &rep->status);
-    curl_easy_setopt(c, CURLOPT_ERRORBUFFER, NULL);
-    curl_slist_free_all(headers);
-    give_back(c);
+    return 0;
+}
+
+int df_http_exchange_end(struct df_http_exchange *x, CURLcode rc)
+{
+    struct df_http_reply *rep = x->rep;
+
+    curl_easy_getinfo(x->c, CURLINFO_RESPONSE_CODE, &rep->status);
+    curl_easy_setopt(x->c, CURLOPT_ERRORBUFFER, NULL);
+    curl_slist_free_all(x->headers);
+    give_back(x->c);
+    x->c = NULL;
+    x->headers = NULL;
     if (rc == CURLE_OK)
         return 0;
     rep->failure = failure_of(rc);
-    snprintf(rep->error, sizeof(rep->error), "%s", errbuf[0] ? errbuf : curl_easy_strerror(rc));
+    snprintf(rep->error, sizeof(rep->error), "%s",
+             x->errbuf[0] ? x->errbuf : curl_easy_strerror(rc));
     return -1;
+}
+
+int df_http_perform(const struct df_http_tls *tls, const struct df_http_request *req,
+                    struct df_http_reply *rep)
+{
+    struct df_http_exchange x;
+
+    if (df_http_exchange_begin(&x, tls, req, rep) < 0)
+        return -1;
+    return df_http_exchange_end(&x, curl_easy_perform(x.c));
 }

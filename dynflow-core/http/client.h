@@ -1,10 +1,10 @@
 /*
  * The project's one HTTPS client (libcurl, OpenSSL): callbacks to Foreman and
- * the forward-mode relay to the core.  Easy handles are pooled between
- * requests, so their connections and TLS sessions are reused (keep-alive) by
- * whichever thread sends next.  TLS 1.2 or newer, the peer verified against
- * the CA with its host name checked, and the client certificate when one is
- * configured.
+ * the forward-mode relay to the core.  df_http_perform blocks its caller;
+ * http/async.h sends from a thread of its own with the same options.  Easy handles are pooled
+ * between requests, so their connections and TLS sessions are reused (keep-alive) by whichever
+ * thread sends next.  TLS 1.2 or newer, the peer verified against the CA with its host name
+ * checked, and the client certificate when one is configured.
  */
 #ifndef DF_HTTP_CLIENT_H
 #define DF_HTTP_CLIENT_H
@@ -33,7 +33,8 @@ enum df_http_failure {
     DF_HTTP_ANSWERED = 0,
     DF_HTTP_UNREACHABLE, /* refused, reset, name not found, bad answer */
     DF_HTTP_TIMEOUT,
-    DF_HTTP_TLS, /* the handshake or a certificate check failed */
+    DF_HTTP_TLS,       /* the handshake or a certificate check failed */
+    DF_HTTP_CANCELLED, /* an asynchronous client stopped before the answer came */
 };
 
 struct df_http_reply {

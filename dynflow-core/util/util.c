@@ -49,6 +49,26 @@ int df_errorf(df_error *err, int code, const char *fmt, ...)
     return code;
 }
 
+const char *df_json_type_name(const json_t *v)
+{
+    switch (v != NULL ? json_typeof(v) : JSON_NULL) {
+        case JSON_OBJECT:
+            return "an object";
+        case JSON_ARRAY:
+            return "an array";
+        case JSON_STRING:
+            return "a string";
+        case JSON_INTEGER:
+        case JSON_REAL:
+            return "a number";
+        case JSON_TRUE:
+        case JSON_FALSE:
+            return "true or false";
+        default:
+            return v != NULL ? "null" : "nothing";
+    }
+}
+
 void *df_malloc(size_t n)
 {
     void *p = malloc(n ? n : 1);

@@ -101,6 +101,9 @@ typedef struct df_event {
 } df_event;
 
 const char *df_event_kind_name(enum df_event_kind k);
+/* What a JSON value is, for messages naming a field of the wrong type: "an object", "an array",
+ * "a string", "a number", "true or false", "null", or "nothing" for NULL (a missing field). */
+const char *df_json_type_name(const json_t *v);
 
 /* ---------------------------------------------------------------------- */
 /* Action classes                                                          */

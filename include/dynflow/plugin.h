@@ -12,6 +12,8 @@
  * runs reach it as the function table passed to init().
  *
  * ABI changelog (newest first):
+ *   1.1  a runner class's check_input (runner.h) also runs at launch, on the HTTP threads,
+ *        for every task before any is created (doc/api-input.md)
  *   1.0  first release
  */
 #ifndef DYNFLOW_PLUGIN_H
@@ -26,7 +28,7 @@
 
 #define DF_PLUGIN_MAGIC     0x44465031u /* "DFP1" */
 #define DF_PLUGIN_ABI_MAJOR 1u
-#define DF_PLUGIN_ABI_MINOR 0u
+#define DF_PLUGIN_ABI_MINOR 1u
 #define DF_PLUGIN_SYMBOL    "df_plugin_entry"
 #define DF_STR_(x)          #x
 #define DF_STR(x)           DF_STR_(x)

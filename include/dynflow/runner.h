@@ -47,8 +47,11 @@ struct df_runner_class {
     const char *name;           /* the action class */
     const char *const *aliases; /* NULL-terminated, may be NULL: names Foreman sends */
     const struct df_runner_ops *ops;
-    /* Optional: checks the action input while it is planned (a bad input fails the
-     * plan with err instead of a runner).  0 or -1 with err filled. */
+    /* Optional: checks an action input: at launch, for every task before any is created (a
+     * bad one is a 422 with err, which should name the field: "'kind' must be a string …"),
+     * and again while the task is planned (a bad input fails the plan instead of a runner).
+     * A group runner's class gets each host's action_input.  Called from any thread,
+     * concurrently: it must only read.  0 or -1 with err filled. */
     int (*check_input)(const struct df_runner_class *cls, const json_t *input, df_error *err);
     void *data; /* the plugin's, see df_runner_class_data() */
 };

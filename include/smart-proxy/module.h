@@ -9,7 +9,8 @@
  * table passed to init(); the module links no host symbols.
  *
  * ABI changelog (newest first):
- *   1.3  sp_response.read/reader/free_reader: a body produced piece by piece while it is sent
+ *   1.3  sp_response.read/reader/free_reader: a body produced piece by piece while it is sent;
+ *        host service add_versioned_feature (a feature's version in GET /version)
  *   1.2  a pattern's last segment may be "*" (the rest of the path); sp_request.query_string;
  *        a response's content_type may live in its body's allocation; sp_module.features
  *   1.1  host services settings_of, add_feature, load_object, unload_object, mount
@@ -131,6 +132,10 @@ struct sp_host_api {
     /* 1.1: routes under another prefix ("/ssh" for what a module loaded), on this module's
      * listeners; routes and state stay valid until shutdown */
     int (*mount)(void *ctx, const char *prefix, const struct sp_route *routes, void *state);
+    /* 1.3: add_feature with the version GET /version lists for it (version may be NULL: not
+     * listed there) */
+    int (*add_versioned_feature)(void *ctx, const char *name, const char *version,
+                                 const json_t *capabilities);
 };
 
 struct sp_module {

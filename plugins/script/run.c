@@ -39,16 +39,22 @@ static const struct task_kind *kind_of(df_runner *r)
     return script_kind(sp, json_string_value(json_object_get(df_runner_input(r), "kind")));
 }
 
+/* Called at launch, for every task before any is created, and when a task is planned. */
 int script_check_input(const struct df_runner_class *cls, const json_t *input, df_error *err)
 {
     const struct script_plugin *sp = cls->data;
-    const char *kind = json_string_value(json_object_get(input, "kind"));
+    const json_t *kind_v = json_object_get(input, "kind");
+    const char *kind = json_string_value(kind_v);
     const json_t *in = json_object_get(input, "input");
     size_t n = 0;
 
     if (script_kind(sp, kind) == NULL) {
-        n = (size_t)snprintf(err->text, sizeof(err->text),
-                             "unknown script kind '%s' (known:", kind ? kind : "");
+        n = kind != NULL ? (size_t)snprintf(err->text, sizeof(err->text),
+                                            "unknown script kind '%s' (known:", kind)
+                         : (size_t)snprintf(err->text, sizeof(err->text),
+                                            "'kind' must be a string naming a task kind, found %s "
+                                            "(known:",
+                                            df_json_type_name(kind_v));
         for (size_t i = 0; i < sp->n_kinds && n < sizeof(err->text); i++)
             n += (size_t)snprintf(err->text + n, sizeof(err->text) - n, "%s %s", i ? "," : "",
                                   sp->kinds[i].kind);
@@ -57,7 +63,8 @@ int script_check_input(const struct df_runner_class *cls, const json_t *input, d
         return -1;
     }
     if (in != NULL && !json_is_object(in)) {
-        snprintf(err->text, sizeof(err->text), "the input of a '%s' task must be an object", kind);
+        snprintf(err->text, sizeof(err->text), "'input' of a '%s' task must be an object, found %s",
+                 kind, df_json_type_name(in));
         return -1;
     }
     return 0;

@@ -433,14 +433,20 @@ static const char *str(const json_t *o, const char *key)
     return s != NULL && *s != '\0' ? s : NULL;
 }
 
+/* Called at launch, for every host before any task is created, and when a task is planned. */
 int rex_check_input(const struct df_runner_class *cls, const json_t *input, df_error *err)
 {
+    static const char *const required[] = {"hostname", "script"};
     const char *method = str(input, "effective_user_method");
 
     (void)cls;
-    if (str(input, "hostname") == NULL || str(input, "script") == NULL) {
-        snprintf(err->text, sizeof(err->text), "the input needs 'hostname' and 'script'");
-        return -1;
+    for (size_t i = 0; i < sizeof(required) / sizeof(required[0]); i++) {
+        const json_t *v = json_object_get(input, required[i]);
+        if (str(input, required[i]) == NULL) {
+            snprintf(err->text, sizeof(err->text), "'%s' must be a non-empty string, found %s",
+                     required[i], json_is_string(v) ? "an empty one" : df_json_type_name(v));
+            return -1;
+        }
     }
     if (method != NULL && strcmp(method, "sudo") != 0 && strcmp(method, "dzdo") != 0 &&
         strcmp(method, "su") != 0) {

@@ -3,6 +3,7 @@
  * §11: api_test, helpers_test OTP sequence, task_launcher_test).
  */
 #include "api/api.h"
+#include "api/claims.h"
 #include "testutil.h"
 
 static df_world *w;
@@ -247,6 +248,77 @@ START_TEST(one_time_passwords)
 }
 END_TEST
 
+/* Claims on the task ids of a launch that the parent has not created yet (api/claims.h). */
+START_TEST(claims_in_flight)
+{
+    json_t *input = json_pack("{s:{s:{s:s, s:{s:s}}}}", "11111111-1111-4111-8111-111111111111",
+                              "action_input", "text", "a", "secrets", "ssh_password", "pw1");
+    json_t *retry = json_deep_copy(input), *other = json_deep_copy(input);
+    df_claims *c = df_claims_of(w);
+    char parent[DF_UUID_BUF], again[DF_UUID_BUF];
+    df_error err;
+
+    json_object_set_new(
+        json_object_get(json_object_get(json_object_get(retry, "11111111-1111-4111-8111-"
+                                                               "111111111111"),
+                                        "action_input"),
+                        "secrets"),
+        "ssh_password", json_string("pw2"));
+    json_object_set_new(json_object_get(json_object_get(other, "11111111-1111-4111-8111-"
+                                                               "111111111111"),
+                                        "action_input"),
+                        "text", json_string("b"));
+    ck_assert_int_eq(df_claims_take(c, w, input, parent, &err), 0);
+    ck_assert_uint_eq(strlen(parent), 36);
+    ck_assert_int_eq(df_claims_take(c, w, retry, again, &err), 1);
+    ck_assert_str_eq(again, parent);
+    ck_assert_int_eq(df_claims_take(c, w, other, again, &err), -EEXIST);
+    ck_assert_str_eq(err.text, "task 11111111-1111-4111-8111-111111111111 was launched already "
+                               "with another input");
+    /* the launch did not happen: the id is free for another input */
+    df_claims_drop(c, input, parent);
+    ck_assert_int_eq(df_claims_take(c, w, other, again, &err), 0);
+    ck_assert_str_ne(again, parent);
+    /* created (here: its creation failed): the database answers, and it has no such task */
+    df_claims_created(c, "11111111-1111-4111-8111-111111111111");
+    ck_assert_int_eq(df_claims_take(c, w, input, parent, &err), 0);
+    df_claims_drop(c, input, parent);
+    json_decref(input);
+    json_decref(retry);
+    json_decref(other);
+}
+END_TEST
+
+/* A retry while the parent is between its tasks: one created (the database knows its parent),
+ * one still claimed in flight; both name the same parent. */
+START_TEST(claims_while_the_parent_creates)
+{
+    json_t *input = json_pack("{s:{s:s, s:{s:s}}, s:{s:s, s:{s:s}}}",
+                              "22222222-2222-4222-8222-222222222222", "action_class", "Test::Echo",
+                              "action_input", "text", "b", "11111111-1111-4111-8111-111111111111",
+                              "action_class", "Test::Echo", "action_input", "text", "a");
+    json_t *created =
+        json_pack("{s:{s:O}, s:{}}", "input_hash", "11111111-1111-4111-8111-111111111111",
+                  json_object_get(input, "11111111-1111-4111-8111-111111111111"), "launcher");
+    df_claims *c = df_claims_of(w);
+    struct df_trigger_opts opts = {0};
+    char parent[DF_UUID_BUF], again[DF_UUID_BUF], id[DF_UUID_BUF];
+    bool planned;
+    df_error err;
+
+    ck_assert_int_eq(df_claims_take(c, w, input, parent, &err), 0);
+    /* the parent, as if it had created the second task only so far */
+    opts.plan_id = parent;
+    ck_assert_int_eq(
+        df_trigger(w, "Proxy::Dynflow::Action::Batch", created, &opts, id, &planned, &err), 0);
+    tu_expect(w, parent, DF_PLAN_STOPPED, DF_RESULT_SUCCESS);
+    ck_assert_int_eq(df_claims_take(c, w, input, again, &err), 1);
+    ck_assert_str_eq(again, parent);
+    df_claims_drop(c, input, parent);
+    json_decref(input);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("api");
@@ -258,6 +330,8 @@ int main(void)
     tcase_add_test(tc, launch_single_and_batch);
     tcase_add_test(tc, counts_statuses_and_cancel);
     tcase_add_test(tc, one_time_passwords);
+    tcase_add_test(tc, claims_in_flight);
+    tcase_add_test(tc, claims_while_the_parent_creates);
     suite_add_tcase(s, tc);
     return run_suite(s);
 }

@@ -3,22 +3,28 @@
  * {no client certificate, one from another CA, a CN outside :trusted_hosts:,
  * a trusted one} over HTTPS, and plain HTTP from an untrusted address.  The
  * expectations are a table keyed by route: a route added without an entry
- * fails the test.
+ * fails the test.  The console again through a running smart-proxyd, with
+ * :console_auth: true and false: a stranger neither lists nor cancels tasks.
  */
 #include <check.h>
 #include <curl/curl.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
+#include "daemonutil.h"
+#include "httputil.h"
 #include "proxy/auth.h"
 #include "proxy/http.h"
 #include "proxy/module_loader.h"
 #include "proxy/root.h"
 #include "suite.h"
+#include "testutil.h"
 
-enum expect { OPEN, GUARDED, CERT };
+enum expect { OPEN, GUARDED };
 
 static const struct {
     const char *route;
@@ -37,12 +43,12 @@ static const struct {
     {"POST /dynflow/tasks/:task_id/update", GUARDED}, /* without a token */
     {"POST /dynflow/tasks/:task_id/done", GUARDED},
     {"GET /dynflow/tasks/operations", GUARDED},
-    /* the console needs a client certificate over HTTPS, not a trusted CN (§4) */
-    {"GET /dynflow/console", CERT},
-    {"GET /dynflow/console/:id", CERT},
-    {"POST /dynflow/console/:id/resume", CERT},
-    {"POST /dynflow/console/:id/cancel", CERT},
-    {"POST /dynflow/console/:id/skip/:step", CERT},
+    /* the console: the API's rules (doc/api-input.md) */
+    {"GET /dynflow/console", GUARDED},
+    {"GET /dynflow/console/:id", GUARDED},
+    {"POST /dynflow/console/:id/resume", GUARDED},
+    {"POST /dynflow/console/:id/cancel", GUARDED},
+    {"POST /dynflow/console/:id/skip/:step", GUARDED},
 };
 
 static char certs[512];
@@ -52,6 +58,9 @@ static struct sp_loaded_module lm;
 static struct sp_root root;
 static void *state;
 static unsigned https_port, http_port;
+static pid_t daemon_pid;
+static int daemon_out;
+static char log_path[600];
 
 static size_t discard(char *data, size_t size, size_t n, void *ud)
 {
@@ -169,9 +178,7 @@ static void check_routes(const char *prefix, const struct sp_route *routes)
         const char *const others[] = {NULL, "rogue", "stranger"};
         for (size_t i = 0; i < 3; i++) {
             long st = request(r->method, path, others[i], true);
-            /* a stranger's certificate is valid: enough where no trusted CN is needed */
-            bool refused = expect == GUARDED || (expect == CERT && i < 2);
-            ck_assert_msg((st == 403) == refused, "%s %s as %s: %ld", r->method, path,
+            ck_assert_msg((st == 403) == (expect == GUARDED), "%s %s as %s: %ld", r->method, path,
                           others[i] ? others[i] : "nobody", st);
         }
         /* over HTTP, 127.0.0.1 is "localhost", which is not trusted */
@@ -188,6 +195,147 @@ START_TEST(every_route)
 }
 END_TEST
 
+/* ---- the console through a running smart-proxyd ------------------------------------------- */
+
+/* smart-proxyd on HTTP and HTTPS (ports chosen by the kernel), :trusted_hosts: as given,
+ * testplug loaded (Test::Echo stays until cancelled), :console_auth: as given. */
+static void start_daemon(const char *trusted_hosts, const char *console_auth)
+{
+    char global[4096], dynflow[1024], cmd[2048];
+
+    scratch_new(workdir, sizeof(workdir), "console");
+    snprintf(certs, sizeof(certs), "%s", workdir);
+    snprintf(log_path, sizeof(log_path), "%s/proxy.log", workdir);
+    scratch_certs(workdir);
+    snprintf(cmd, sizeof(cmd), "mkdir %s/settings.d %s/plugins && cp %s/testplug.so %s/plugins/",
+             workdir, workdir, getenv("PLUGIN_FIXTURES"), workdir);
+    ck_assert_int_eq(system(cmd), 0);
+    snprintf(global, sizeof(global),
+             ":http_port: 0\n:https_port: 0\n:bind_host: 127.0.0.1\n:module_directory: %s\n"
+             ":ssl_certificate: %s/server.pem\n:ssl_private_key: %s/server.key\n"
+             ":ssl_ca_file: %s/ca.pem\n:trusted_hosts: %s\n:log_file: %s\n",
+             getenv("DYNFLOW_MODULE_DIR"), workdir, workdir, workdir, trusted_hosts, log_path);
+    scratch_write(workdir, "settings.yml", global);
+    snprintf(dynflow, sizeof(dynflow),
+             ":enabled: true\n:plugin_directory: %s/plugins\n:console_auth: %s\n", workdir,
+             console_auth);
+    scratch_write(workdir, "settings.d/dynflow.yml", dynflow);
+    scratch_write(workdir, "settings.d/testplug.yml", ":enabled: true\n");
+    daemon_pid = start(NULL, &daemon_out);
+    https_port = listening_port(log_path, "https");
+    http_port = listening_port(log_path, "http");
+    ck_assert_msg(https_port != 0 && http_port != 0, "smart-proxyd did not start: %s",
+                  read_until(daemon_out, "\n\n"));
+}
+
+static void stop_daemon(void)
+{
+    kill(daemon_pid, SIGTERM);
+    ck_assert_int_eq(finish(daemon_pid), 0);
+    close(daemon_out);
+    scratch_remove(workdir);
+}
+
+static struct reply as(const char *who, const char *method, const char *path, const char *body)
+{
+    port = https_port;
+    return call_tls(method, path, body, certs, who, 0);
+}
+
+/* A task that runs until it is cancelled; its id into id. */
+static void running_task(char id[64])
+{
+    struct reply r = as("client", "POST", "/dynflow/tasks/launch",
+                        "{\"operation\":\"single\",\"input\":{\"action_class\":\"Test::Echo\","
+                        "\"action_input\":{\"stay\":true}}}");
+
+    ck_assert_msg(r.status == 200, "%ld %s", r.status, r.body);
+    snprintf(id, 64, "%s", field(&r, "task_id"));
+}
+
+static const char *task_state(const char *id)
+{
+    char path[128];
+    struct reply r;
+
+    snprintf(path, sizeof(path), "/dynflow/tasks/%s/status", id);
+    r = as("client", "GET", path, NULL);
+    ck_assert_int_eq(r.status, 200);
+    return field(&r, "state");
+}
+
+/* Every console route refuses strangers, with either :console_auth:; the trusted client gets
+ * in.  A stranger's cancel leaves the task running; the trusted client's cancels it. */
+static void console_refuses_strangers(void)
+{
+    static const char *const strangers[] = {NULL, "rogue", "stranger"};
+    char id[64], paths[5][160];
+    const char *methods[] = {"GET", "GET", "POST", "POST", "POST"};
+    struct reply r;
+
+    running_task(id);
+    snprintf(paths[0], sizeof(paths[0]), "/dynflow/console?state=all");
+    snprintf(paths[1], sizeof(paths[1]), "/dynflow/console/%s", id);
+    snprintf(paths[2], sizeof(paths[2]), "/dynflow/console/%s/resume", id);
+    snprintf(paths[3], sizeof(paths[3]), "/dynflow/console/%s/skip/3", id);
+    snprintf(paths[4], sizeof(paths[4]), "/dynflow/console/%s/cancel", id);
+    for (size_t p = 0; p < 5; p++) {
+        for (size_t i = 0; i < 3; i++) {
+            r = as(strangers[i], methods[p], paths[p], "");
+            ck_assert_msg(r.status == 403, "%s %s as %s: %ld", methods[p], paths[p],
+                          strangers[i] ? strangers[i] : "nobody", r.status);
+            ck_assert(p > 0 || strstr(r.body, id) == NULL); /* the list: no task shows */
+        }
+        port = http_port; /* 127.0.0.1 is "localhost", not in :trusted_hosts: */
+        r = call(methods[p], paths[p], methods[p][0] == 'P' ? "" : NULL, NULL);
+        ck_assert_msg(r.status == 403, "%s %s over HTTP: %ld", methods[p], paths[p], r.status);
+    }
+    ck_assert_str_eq(task_state(id), "running");
+    r = as("client", "GET", paths[0], NULL);
+    ck_assert_int_eq(r.status, 200);
+    ck_assert_ptr_nonnull(strstr(r.body, id));
+    r = as("client", "POST", paths[4], "");
+    ck_assert_int_eq(r.status, 303);
+    ck_assert(WAIT_UNTIL(strcmp(task_state(id), "stopped") == 0, 10));
+}
+
+START_TEST(console_with_console_auth)
+{
+    start_daemon("[foreman.example.com]", "true");
+    console_refuses_strangers();
+    stop_daemon();
+}
+END_TEST
+
+START_TEST(console_without_console_auth)
+{
+    start_daemon("[foreman.example.com]", "false");
+    console_refuses_strangers();
+    stop_daemon();
+}
+END_TEST
+
+/* Over HTTP a trusted host's name (127.0.0.1 is "localhost") is enough: there is no certificate
+ * to ask for. */
+START_TEST(console_over_http_for_a_trusted_host)
+{
+    char id[64], path[160];
+    struct reply r;
+
+    start_daemon("[foreman.example.com, localhost]", "true");
+    running_task(id);
+    port = http_port;
+    r = call("GET", "/dynflow/console?state=all", NULL, NULL);
+    ck_assert_int_eq(r.status, 200);
+    ck_assert_ptr_nonnull(strstr(r.body, id));
+    snprintf(path, sizeof(path), "/dynflow/console/%s/cancel", id);
+    ck_assert_int_eq(call("POST", path, "", NULL).status, 303);
+    ck_assert(WAIT_UNTIL(strcmp(task_state(id), "stopped") == 0, 10));
+    ck_assert_int_eq(as("stranger", "GET", "/dynflow/console", NULL).status, 403);
+    stop_daemon();
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("auth");
@@ -198,6 +346,12 @@ int main(void)
     tcase_set_timeout(tc, 120);
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_add_test(tc, every_route);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("console");
+    tcase_set_timeout(tc, 60);
+    tcase_add_test(tc, console_with_console_auth);
+    tcase_add_test(tc, console_without_console_auth);
+    tcase_add_test(tc, console_over_http_for_a_trusted_host);
     suite_add_tcase(s, tc);
     failed = run_suite(s);
     curl_global_cleanup();

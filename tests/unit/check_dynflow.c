@@ -75,7 +75,7 @@ START_TEST(bad_input)
         {"POST", "/dynflow/tasks/launch", "{\"operation\":", 400, NULL},
         {"POST", "/dynflow/tasks/launch",
          "{\"operation\":\"single\",\"input\":{\"action_class\":\"Nope\"}}", 422,
-         "unknown action class 'Nope'"},
+         "'input.action_class': unknown action class 'Nope'"},
         {"POST", "/dynflow/tasks", "{\"action_input\":{}}", 422,
          "'action_name' must be a string and 'action_input' an object"},
         {"POST", "/dynflow/tasks/statuses", "{}", 422,

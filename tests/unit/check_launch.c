@@ -127,6 +127,10 @@ START_TEST(plugins_are_loaded_and_advertised)
     struct reply r = call("GET", "/features", NULL, NULL);
 
     ck_assert_str_eq(r.body, "[\"dynflow\",\"testplug_feature\"]");
+    r = call("GET", "/version", NULL, NULL);
+    ck_assert_msg(strstr(r.body, "\"modules\":{\"dynflow\":\"0.1.0\",\"testplug_feature\":"
+                                 "\"1.2.3\"}") != NULL,
+                  "%s", r.body);
     r = call("GET", "/dynflow/tasks/operations", NULL, NULL);
     ck_assert_str_eq(r.body, "[\"single\",\"script\",\"test_batch\",\"test_group\"]");
     r = call("GET", "/v2/features", NULL, NULL);
@@ -141,8 +145,8 @@ START_TEST(plugins_are_loaded_and_advertised)
     r = call("GET", "/testplug/hello", NULL, NULL);
     ck_assert_int_eq(r.status, 200);
     ck_assert_str_eq(r.body, "{\"hello\":\"plugin\"}");
-    ck_assert(file_has(log_path, "/oldplug.so: dynflow plugin ABI 0.0, this release supports "
-                                 "1.0-1.0"));
+    ck_assert(file_has(log_path, "/oldplug.so: dynflow plugin ABI 0.1, this release supports "
+                                 "1.0-1.1"));
     ck_assert(file_has(log_path, "/notaplug.so: not a dynflow plugin or from an incompatible "
                                  "release (magic 12345678, expected 44465031)"));
 }

@@ -94,6 +94,11 @@ START_TEST(feature_and_public_key)
     FILE *f;
 
     ck_assert_str_eq(r.body, "[\"dynflow\",\"script\"]");
+    /* the SSH plugin's feature with its version, as upstream's smart_proxy_remote_execution_ssh */
+    r = call("GET", "/version", NULL, NULL);
+    ck_assert_msg(strstr(r.body, "\"modules\":{\"dynflow\":\"0.1.0\",\"script\":\"0.1.0\"}") !=
+                      NULL,
+                  "%s", r.body);
     r = call("GET", "/dynflow/tasks/operations", NULL, NULL);
     ck_assert_str_eq(r.body, "[\"single\",\"ssh\"]");
     r = call("GET", "/ssh/pubkey", NULL, NULL);
