@@ -307,8 +307,7 @@ df_callback *df_callback_new(const struct df_callback_config *cfg, df_error *err
     cb->first_retry = cfg->first_retry > 0 ? cfg->first_retry : 1;
     cb->max_retry = cfg->max_retry > 0 ? cfg->max_retry : 30;
     cb->give_up_after = cfg->give_up_after > 0 ? cfg->give_up_after : 86400;
-    /* a POST a crash interrupted is sent again: Foreman takes a repeated callback (doc/recovery.md)
-     */
+    /* a callback a crash interrupted is posted again (doc/recovery.md) */
     cb->cls = (struct df_action_class){
         .name = DF_CALLBACK_CLASS, .run = callback_run, .flags = DF_ACTION_RERUNNABLE, .data = cb};
     cb->batch_cls = (struct df_action_class){.name = DF_BATCH_CALLBACK_CLASS,
