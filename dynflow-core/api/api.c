@@ -332,6 +332,10 @@ void df_api_launch(df_api *api, const struct df_api_request *req, struct df_api_
         res->body = launch_batch(api, req, op, input, options, &res->status);
         json_decref(options);
     }
+    /* acknowledged means committed: a kill -9 right after the answer loses no task (the crash
+     * loop found it, doc/recovery.md) */
+    if (res->status == 200)
+        df_world_sync(api->w);
     json_decref(body);
 }
 
@@ -373,7 +377,8 @@ static const struct df_action_class batch_class = {
     .name = DF_BATCH_CLASS,
     .run = batch_run,
     .rescue = DF_RESCUE_FAIL,
-    .flags = DF_ACTION_CANCELLABLE,
+    /* a crash while the children are made: the step runs again and makes the missing ones */
+    .flags = DF_ACTION_CANCELLABLE | DF_ACTION_RERUNNABLE,
 };
 
 void df_api_trigger(df_api *api, const struct df_api_request *req, struct df_api_response *res)

@@ -120,5 +120,6 @@ const struct df_action_class df_group_launcher_class = {
     .run = group_run,
     .finalize = group_finalize,
     .rescue = DF_RESCUE_SKIP,
-    .flags = DF_ACTION_CANCELLABLE,
+    .flags =
+        DF_ACTION_CANCELLABLE | DF_ACTION_RERUNNABLE, /* children made again: doc/recovery.md */
 };

@@ -307,10 +307,13 @@ df_callback *df_callback_new(const struct df_callback_config *cfg, df_error *err
     cb->first_retry = cfg->first_retry > 0 ? cfg->first_retry : 1;
     cb->max_retry = cfg->max_retry > 0 ? cfg->max_retry : 30;
     cb->give_up_after = cfg->give_up_after > 0 ? cfg->give_up_after : 86400;
-    cb->cls = (struct df_action_class){.name = DF_CALLBACK_CLASS, .run = callback_run, .data = cb};
+    /* a callback a crash interrupted is posted again (doc/recovery.md) */
+    cb->cls = (struct df_action_class){
+        .name = DF_CALLBACK_CLASS, .run = callback_run, .flags = DF_ACTION_RERUNNABLE, .data = cb};
     cb->batch_cls = (struct df_action_class){.name = DF_BATCH_CALLBACK_CLASS,
                                              .plan = batch_callback_plan,
                                              .run = batch_callback_run,
+                                             .flags = DF_ACTION_RERUNNABLE,
                                              .data = cb};
     pthread_mutex_init(&cb->lock, NULL);
     cb->waiting = df_hash_new();

@@ -583,8 +583,14 @@ void df_plan_recover_locked(df_plan *p)
 
     for (size_t i = 0; i < p->n_steps; i++) {
         struct df_step *s = p->steps[i];
+        struct df_action *a = df_plan_action_by_id(p, s->action_id);
         if (s->state != DF_STEP_RUNNING)
             continue;
+        if (s->kind == DF_STEP_RUN_KIND && a->cls != NULL &&
+            (a->cls->flags & DF_ACTION_RERUNNABLE)) {
+            df_step_set_state(p, s, DF_STEP_SUSPENDED); /* runs again with no event */
+            continue;
+        }
         json_decref(s->error);
         s->error =
             df_step_error_new("RuntimeError", "Abnormal termination (previous state: running)");

@@ -306,6 +306,7 @@ struct df_world {
         void *data;
         void (*stop)(void *data);
         void (*release)(void *data);
+        void (*recover)(void *data);
     } attached[4];
 };
 

@@ -397,13 +397,40 @@ int df_trigger(df_world *w, const char *class_name, json_t *args,
     return trigger(w, class_name, args, opts, NULL, id, planned, err);
 }
 
+/* Whether plan id exists as a child of a (its step runs again after a crash interrupted it). */
+static bool child_of(df_world *w, const char *id, const struct df_action *a)
+{
+    df_plan *p = id != NULL ? df_world_plan(w, id, false) : NULL;
+    bool mine;
+
+    if (p == NULL)
+        return false;
+    pthread_mutex_lock(&p->lock);
+    mine = p->caller_plan_id != NULL && strcmp(p->caller_plan_id, a->plan->id) == 0 &&
+           p->caller_action_id == a->id;
+    pthread_mutex_unlock(&p->lock);
+    df_plan_unref(p);
+    return mine;
+}
+
 int df_action_trigger_child(df_action *a, const char *class_name, json_t *args, const char *plan_id,
                             char child_id[DF_UUID_BUF], bool *planned)
 {
     struct df_trigger_opts o = {.plan_id = plan_id};
     df_error err;
     bool ok = false;
-    int rc = trigger(a->plan->w, class_name, args, &o, a, child_id, &ok, &err);
+    int rc;
+
+    if (child_of(a->plan->w, plan_id, a)) { /* made before the crash: counted, not made again */
+        json_decref(args);
+        if (child_id != NULL)
+            snprintf(child_id, DF_UUID_BUF, "%s", plan_id);
+        if (planned != NULL)
+            *planned = true;
+        df_sub_plans_count_child(a);
+        return 0;
+    }
+    rc = trigger(a->plan->w, class_name, args, &o, a, child_id, &ok, &err);
 
     if (planned != NULL)
         *planned = ok;
@@ -706,13 +733,18 @@ int df_world_start(df_world *w, df_error *err)
         rc = df_queue_start(w->queues[i], err);
     if (rc == 0)
         rc = df_timers_start(w, err);
+    for (size_t i = 0; rc == 0 && i < DF_ARRAY_SIZE(w->attached); i++)
+        if (w->attached[i].recover != NULL)
+            w->attached[i].recover(w->attached[i].data);
+    /* before plans are recovered: their steps run at once and may trigger plans (a batch making
+     * the children a crash kept it from making, doc/recovery.md) */
+    w->started = true;
     if (rc == 0)
         rc = df_persist_recover(w, err);
     if (rc == 0 && w->cleaner_age > 0) {
         struct df_timer t = {.type = DF_TIMER_CLEANER, .due = df_now_us()};
         df_timers_add(w, &t);
     }
-    w->started = true;
     return rc;
 }
 
@@ -748,11 +780,26 @@ int df_world_attach(df_world *w, const void *key, void *data, void (*stop)(void 
         if (at->key == key)
             return -EEXIST;
         if (at->key == NULL) {
-            *at = (struct df_attachment){key, data, stop, release};
+            *at = (struct df_attachment){key, data, stop, release, NULL};
             return 0;
         }
     }
     return -ENOSPC;
+}
+
+int df_world_on_recovery(df_world *w, const void *key, void (*recover)(void *data))
+{
+    for (size_t i = 0; i < DF_ARRAY_SIZE(w->attached); i++)
+        if (w->attached[i].key == key) {
+            w->attached[i].recover = recover;
+            return 0;
+        }
+    return -ENOENT;
+}
+
+store *df_world_durable_store(df_world *w)
+{
+    return w->durable ? w->st : NULL;
 }
 
 bool df_world_has_class(df_world *w, const char *name)

@@ -114,25 +114,36 @@ static int process_update(df_action *a, const json_t *update)
     return 0;
 }
 
-/* The run step ends with "EXCEPTION" and one debug record saying why (Update.encode_exception). */
-static int end_with_exception(df_action *a, const char *text)
+/* A runner that had started before a restart is not started again (§8.5 is silent; we must not
+ * run a job twice): it ends with "EXCEPTION", says why, and what became of its processes. */
+static int restarted(df_action *a, const char *runner_id)
 {
     double now = (double)df_now_us() / 1e6;
-    json_t *records =
-        json_pack("[{s:s, s:s, s:f}]", "output_type", "debug", "output", text, "timestamp", now);
+    json_t *records = json_pack("[{s:s, s:s, s:f}]", "output_type", "debug", "output",
+                                RESTARTED_MESSAGE, "timestamp", now);
     json_t *exception = json_string("EXCEPTION");
 
+    df_runner_restart_notes(df_action_world(a), runner_id, records, now);
     finish(a, records, exception, now);
     json_decref(records);
     json_decref(exception);
     return 0;
 }
 
-/* A runner that had started before a restart is not started again (§8.5 is silent; we must not
- * run a job twice): it ends with "EXCEPTION" and says why. */
-static int restarted(df_action *a)
+/* The step runs again without an event: after a restart, or when its paused plan resumes.  A
+ * runner of this process goes on; one of an earlier process that never started (it waited for
+ * a free slot) starts now; one that did has an unknown outcome (doc/recovery.md). */
+static int recovered(df_action *a, const char *runner_id)
 {
-    return end_with_exception(a, RESTARTED_MESSAGE);
+    df_world *w = df_action_world(a);
+
+    if (df_dispatcher_has(df_dispatcher_of(w), runner_id)) {
+        df_action_suspend(a);
+        return 0;
+    }
+    if (!df_runner_was_started(w, runner_id))
+        return runner_action(a)->start(a);
+    return restarted(a, runner_id);
 }
 
 static void init_output(df_action *a, const char *runner_id)
@@ -186,13 +197,30 @@ static int start_batch_runner(df_action *a)
                                json_object_get(in, "targets"));
 }
 
+/* The step's first run, or its first run again after a crash interrupted it (the class is
+ * DF_ACTION_RERUNNABLE): a runner recorded as started for the step then has an unknown
+ * outcome (doc/recovery.md). */
+static int first_run(df_action *a)
+{
+    char earlier[DF_UUID_BUF];
+
+    if (df_runner_started_for_step(df_action_world(a), df_action_plan_id(a),
+                                   df_action_run_step_id(a), earlier)) {
+        json_object_set_new(df_action_output(a), "runner_id", json_string(earlier));
+        return restarted(a, earlier);
+    }
+    return runner_action(a)->start(a);
+}
+
 static int runner_run(df_action *a, const df_event *ev)
 {
     df_dispatcher *d = df_dispatcher_of(df_action_world(a));
     const char *runner_id = json_string_value(json_object_get(df_action_output(a), "runner_id"));
 
+    if (ev == NULL && runner_id != NULL)
+        return recovered(a, runner_id);
     if (ev == NULL)
-        return runner_id != NULL ? restarted(a) : runner_action(a)->start(a);
+        return first_run(a);
     switch (ev->kind) {
         case DF_EVENT_RUNNER_UPDATE:
             return process_update(a, ev->data);
@@ -237,7 +265,7 @@ static void runner_present(df_action *a, json_t *output)
                .finalize = runner_finalize,                                                        \
                .present = runner_present,                                                          \
                .rescue = DF_RESCUE_FAIL,                                                           \
-               .flags = DF_ACTION_CANCELLABLE | DF_ACTION_POLLED,                                  \
+               .flags = DF_ACTION_CANCELLABLE | DF_ACTION_POLLED | DF_ACTION_RERUNNABLE,           \
                .data = self},                                                                      \
         .cls = runner_cls, .start = start_fn                                                       \
     }

@@ -80,10 +80,7 @@ static void vlog(struct df_dispatcher *d, int level, const char *fmt, va_list ap
         d->cfg.log(d->cfg.log_ctx, level, fmt, ap);
 }
 
-static void dlog(struct df_dispatcher *d, int level, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void dlog(struct df_dispatcher *d, int level, const char *fmt, ...)
+void df_dlog(struct df_dispatcher *d, int level, const char *fmt, ...)
 {
     va_list ap;
 
@@ -320,6 +317,10 @@ uint64_t df_runner_set_timeout(df_runner *r, double seconds)
 
 static void runner_free(df_runner *r)
 {
+    pthread_mutex_lock(&r->d->lock);
+    if (df_hash_get(r->d->live, r->id) == r)
+        df_hash_del(r->d->live, r->id);
+    pthread_mutex_unlock(&r->d->lock);
     for (size_t i = 0; i < r->n_rx; i++) {
         free(r->rx[i].key);
         json_decref(r->rx[i].records);
@@ -374,18 +375,39 @@ static void requeue(struct df_dispatcher *d, df_runner *r)
         d->wait_tail = r;
     d->n_waiting++;
     if (!d->fd_short)
-        dlog(d, DF_LOG_WARNING,
-             "runners: out of file descriptors (%u in use by runners); runner %s waits",
-             d->fds_used, r->id);
+        df_dlog(d, DF_LOG_WARNING,
+                "runners: out of file descriptors (%u in use by runners); runner %s waits",
+                d->fds_used, r->id);
     d->fd_short = true;
     if (d->n_active == 0)
         df_loop_after(d, NULL, 1, fd_retry, d, NULL);
 }
 
+/* The runner's start could not be recorded: it waits at the head of the queue and tries again
+ * in a second. */
+static void start_later(struct df_dispatcher *d, df_runner *r, const df_error *err)
+{
+    df_dlog(d, DF_LOG_ERROR, "runner %s waits: its start cannot be recorded: %s", r->id, err->text);
+    r->next_waiting = d->wait_head;
+    d->wait_head = r;
+    if (d->wait_tail == NULL)
+        d->wait_tail = r;
+    d->n_waiting++;
+    d->fd_short = true;
+    df_loop_after(d, NULL, 1, fd_retry, d, NULL);
+}
+
 static void activate(struct df_dispatcher *d, df_runner *r)
 {
+    df_error err;
     int rc;
 
+    /* Committed first: after a crash, a runner without this fact never started and starts
+     * again; one with it may have done anything (doc/recovery.md). */
+    if (df_runner_record_start(r, &err) < 0) {
+        start_later(d, r, &err);
+        return;
+    }
     r->state = DF_RUNNER_ACTIVE;
     d->n_active++;
     rc = r->cls->ops->start(r);
@@ -465,8 +487,8 @@ static void deliver(struct df_dispatcher *d, df_runner *r, struct df_receiver *r
         r->output_data = NULL;
     }
     if (df_world_event(d->w, rx->plan_id, rx->step_id, &ev, 0, &err) < 0)
-        dlog(d, DF_LOG_WARNING, "runner %s: the update for plan %s, step %d is lost: %s", r->id,
-             rx->plan_id, rx->step_id, err.text);
+        df_dlog(d, DF_LOG_WARNING, "runner %s: the update for plan %s, step %d is lost: %s", r->id,
+                rx->plan_id, rx->step_id, err.text);
     json_decref(data);
 }
 
@@ -562,7 +584,7 @@ static void push_command(struct df_dispatcher *d, struct df_cmd *c)
     if (d->stopping || rc != 0) {
         pthread_mutex_unlock(&d->lock);
         if (rc != 0)
-            dlog(d, DF_LOG_ERROR, "cannot start the runner thread: %s", strerror(rc));
+            df_dlog(d, DF_LOG_ERROR, "cannot start the runner thread: %s", strerror(rc));
         drop_command(c);
         return;
     }
@@ -578,7 +600,7 @@ static void push_command(struct df_dispatcher *d, struct df_cmd *c)
 static void run_start(struct df_dispatcher *d, df_runner *r)
 {
     if (df_hash_get(d->runners, r->id) != NULL) {
-        dlog(d, DF_LOG_ERROR, "runner %s is already running: not started again", r->id);
+        df_dlog(d, DF_LOG_ERROR, "runner %s is already running: not started again", r->id);
         runner_free(r);
         return;
     }
@@ -678,8 +700,22 @@ int df_dispatcher_start(df_dispatcher *d, const struct df_runner_class *cls, con
         df_runner_add_receiver(r, key, target_plan != NULL ? target_plan : key, (int)step);
     }
     c->runner = r;
+    pthread_mutex_lock(&d->lock);
+    if (df_hash_get(d->live, r->id) == NULL)
+        df_hash_put(d->live, r->id, r);
+    pthread_mutex_unlock(&d->lock);
     push_command(d, c);
     return 0;
+}
+
+bool df_dispatcher_has(df_dispatcher *d, const char *id)
+{
+    bool has;
+
+    pthread_mutex_lock(&d->lock);
+    has = df_hash_get(d->live, id) != NULL;
+    pthread_mutex_unlock(&d->lock);
+    return has;
 }
 
 void df_dispatcher_kill(df_dispatcher *d, const char *id)
@@ -746,6 +782,7 @@ static void release(void *data)
         runner_close(d, all.list[i]);
     free(all.list);
     df_hash_free(d->runners);
+    df_hash_free(d->live);
     for (size_t i = 0; i < d->n_classes; i++)
         free(d->classes[i]);
     free(d->classes);
@@ -767,12 +804,15 @@ static struct df_dispatcher *dispatcher_new(df_world *w, df_error *err)
         .refresh_interval = 1, .max_concurrent = 1000, .output_cap = 64ull << 20};
     pthread_mutex_init(&d->lock, NULL);
     d->runners = df_hash_new();
+    d->live = df_hash_new();
     d->fd_budget = fd_budget();
     rc = df_loop_init(d, err);
     for (size_t i = 0; rc == 0 && df_runner_group_classes(i) != NULL; i++)
         rc = df_world_register(w, df_runner_group_classes(i), err);
     if (rc == 0 && (rc = df_world_attach(w, dispatcher_key, d, stop, release)) < 0)
         df_errorf(err, rc, "cannot attach the runner dispatcher to the world");
+    if (rc == 0)
+        df_world_on_recovery(w, dispatcher_key, df_runner_sweep);
     if (rc < 0) {
         stop(d);
         release(d);
@@ -826,9 +866,9 @@ int df_runner_configure(df_world *w, const struct df_runner_config *cfg, df_erro
     d->cfg.log = cfg->log;
     d->cfg.log_ctx = cfg->log_ctx;
     pthread_mutex_unlock(&d->lock);
-    dlog(d, DF_LOG_INFO,
-         "runners: at most %u at once, output every %.3g s; %u descriptors for runners",
-         d->cfg.max_concurrent, d->cfg.refresh_interval, d->fd_budget);
+    df_dlog(d, DF_LOG_INFO,
+            "runners: at most %u at once, output every %.3g s; %u descriptors for runners",
+            d->cfg.max_concurrent, d->cfg.refresh_interval, d->fd_budget);
     return 0;
 }
 

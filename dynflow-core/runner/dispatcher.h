@@ -35,6 +35,8 @@ df_dispatcher *df_dispatcher_of(df_world *w);
 int df_dispatcher_start(df_dispatcher *d, const struct df_runner_class *cls, const char *id,
                         const json_t *input, const char *plan_id, int step_id,
                         const json_t *targets);
+/* Whether a runner of that id was started in this process and has not ended (any thread). */
+bool df_dispatcher_has(df_dispatcher *d, const char *id);
 void df_dispatcher_kill(df_dispatcher *d, const char *id);
 void df_dispatcher_event(df_dispatcher *d, const char *id, const json_t *data);
 void df_dispatcher_refresh(df_dispatcher *d, const char *id);

@@ -107,6 +107,8 @@ struct df_dispatcher {
     bool stopping;
 
     /* runner thread only */
+    df_hash *live; /* id → runner from df_dispatcher_start() to its end; under lock */
+
     df_hash *runners; /* id → runner */
     df_runner *wait_head, *wait_tail;
     unsigned n_active, n_waiting;
@@ -126,6 +128,9 @@ struct df_dispatcher {
 };
 
 /* ---- dispatcher.c ---------------------------------------------------------- */
+/* To the daemon's log, if configured. */
+void df_dlog(struct df_dispatcher *d, int level, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 /* The runner's start found no free descriptor: it goes back to the head of the queue. */
 void df_runner_defer(df_runner *r);
 void df_runner_mark_urgent(df_runner *r);
@@ -160,6 +165,23 @@ size_t df_utf8_sanitize(const char *in, size_t len, char *out, struct df_utf8_ca
 void df_proc_orphan_all(df_runner *r);
 void df_proc_kill_all(df_runner *r);
 void df_proc_free_orphans(struct df_dispatcher *d);
+
+/* ---- recovery.c (doc/recovery.md) --------------------------------------------- */
+/* Commit the runner's start, or a process's pid and start time, with a file database (runner
+ * thread; 0 with an in-memory one). */
+int df_runner_record_start(df_runner *r, df_error *err);
+int df_runner_record_process(df_runner *r, pid_t pid, df_error *err);
+/* Whether a runner of an earlier process may have started (its start is recorded, or cannot be
+ * told). */
+bool df_runner_was_started(df_world *w, const char *runner_id);
+/* Whether a runner was recorded as started for the step (its id in runner_id): a crash may
+ * interrupt the step's first run after its runner started and before the step was stored. */
+bool df_runner_started_for_step(df_world *w, const char *plan_id, int step_id,
+                                char runner_id[DF_UUID_BUF]);
+/* Appends a debug record per recorded process of the runner saying what became of it. */
+void df_runner_restart_notes(df_world *w, const char *runner_id, json_t *records, double ts);
+/* The world's recovery hook: ends the process groups an earlier run left behind. */
+void df_runner_sweep(void *dispatcher);
 
 /* ---- loop.c ------------------------------------------------------------------ */
 int df_loop_init(struct df_dispatcher *d, df_error *err);

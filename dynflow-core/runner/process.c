@@ -3,16 +3,18 @@
  * session of its own with pipes or a pseudo-terminal, read and written
  * without blocking from the runner loop, ended with SIGTERM and then SIGKILL
  * after a grace period, and reaped through a pidfd (no zombies, no SIGCHLD
- * handler, no waitpid(-1) stealing other children).
+ * handler, no waitpid(-1) stealing other children).  The forked child runs
+ * its command only after its pid is committed to a file database, so that
+ * a restart finds every process an earlier run left (doc/recovery.md).
  */
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
-#include <spawn.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/prctl.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -347,57 +349,129 @@ static int open_pty(struct df_dispatcher *d, struct child_fds *c)
     return 0;
 }
 
-/* Pipes or the pty, and what the child does with them before exec. */
-static int child_io(struct df_dispatcher *d, const struct df_proc_spec *spec, struct child_fds *c,
-                    posix_spawn_file_actions_t *fa)
+/* The pipes or the pty the child's standard descriptors become. */
+static int open_child_io(struct df_dispatcher *d, const struct df_proc_spec *spec,
+                         struct child_fds *c)
 {
     int rc;
 
-    if (spec->pty) {
-        rc = open_pty(d, c);
-        if (rc == 0) {
-            /* opened after setsid() by a session leader: it becomes the controlling terminal */
-            posix_spawn_file_actions_addopen(fa, 0, c->pty_name, O_RDWR, 0);
-            posix_spawn_file_actions_adddup2(fa, 0, 1);
-            posix_spawn_file_actions_adddup2(fa, 0, 2);
-        }
+    if (spec->pty)
+        return open_pty(d, c);
+    if (spec->stdin_pipe && (rc = open_pipe(d, c->in)) < 0)
         return rc;
-    }
-    if (spec->stdin_pipe) {
-        if ((rc = open_pipe(d, c->in)) < 0)
-            return rc;
-        posix_spawn_file_actions_adddup2(fa, c->in[0], 0);
-    } else {
-        posix_spawn_file_actions_addopen(fa, 0, "/dev/null", O_RDONLY, 0);
-    }
     if ((rc = open_pipe(d, c->out)) < 0 || (rc = open_pipe(d, c->err)) < 0)
         return rc;
-    posix_spawn_file_actions_adddup2(fa, c->out[1], 1);
-    posix_spawn_file_actions_adddup2(fa, c->err[1], 2);
     return 0;
 }
 
-static int spawn(const struct df_proc_spec *spec, posix_spawn_file_actions_t *fa, pid_t *pid)
-{
-    posix_spawnattr_t attr;
-    sigset_t none, all;
-    int rc;
+/* ---- in the child, between fork and exec: async-signal-safe calls only ---- */
 
+/* dup2() that also clears close-on-exec when from is already to. */
+static int move_fd(int from, int to)
+{
+    if (from == to)
+        return fcntl(to, F_SETFD, 0);
+    return dup2(from, to) < 0 ? -1 : 0;
+}
+
+static int child_stdio(const struct df_proc_spec *spec, const struct child_fds *c)
+{
+    int in;
+
+    if (spec->pty) {
+        /* opened by a session leader without O_NOCTTY: it becomes the controlling terminal */
+        int t = open(c->pty_name, O_RDWR);
+        return t < 0 || move_fd(t, 0) < 0 || move_fd(0, 1) < 0 || move_fd(0, 2) < 0 ? -1 : 0;
+    }
+    in = c->in[0] >= 0 ? c->in[0] : open("/dev/null", O_RDONLY);
+    return in < 0 || move_fd(in, 0) < 0 || move_fd(c->out[1], 1) < 0 || move_fd(c->err[1], 2) < 0
+               ? -1
+               : 0;
+}
+
+/* A session of its own, default signals, the standard descriptors; then it waits at the gate
+ * until the parent committed its pid, and runs the command.  EOF at the gate (the daemon died
+ * or could not record it) ends it before the command runs.  Why exec failed goes to report. */
+static _Noreturn void child_main(const struct df_proc_spec *spec, const struct child_fds *c,
+                                 int gate, int report, pid_t parent)
+{
+    struct sigaction dfl = {.sa_handler = SIG_DFL};
+    sigset_t none;
+    ssize_t n;
+    char go;
+    int e;
+
+    for (int sig = 1; sig < NSIG; sig++)
+        sigaction(sig, &dfl, NULL); /* fails harmlessly for SIGKILL, SIGSTOP and libc's own */
     sigemptyset(&none);
-    sigfillset(&all);
-    sigdelset(&all, SIGKILL);
-    sigdelset(&all, SIGSTOP);
-    posix_spawnattr_init(&attr);
-    posix_spawnattr_setflags(&attr,
-                             POSIX_SPAWN_SETSID | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
-    posix_spawnattr_setsigmask(&attr, &none);
-    posix_spawnattr_setsigdefault(&attr, &all);
-    if (spec->cwd != NULL)
-        posix_spawn_file_actions_addchdir_np(fa, spec->cwd);
-    rc = posix_spawnp(pid, spec->argv[0], fa, &attr, (char *const *)spec->argv,
-                      spec->envp != NULL ? (char *const *)spec->envp : environ);
-    posix_spawnattr_destroy(&attr);
-    return -rc;
+    sigprocmask(SIG_SETMASK, &none, NULL);
+    /* a belt (doc/recovery.md): SIGKILL when the runner thread, i.e. the daemon, dies */
+    if (setsid() < 0 || prctl(PR_SET_PDEATHSIG, SIGKILL) < 0 || getppid() != parent ||
+        child_stdio(spec, c) < 0 || (spec->cwd != NULL && chdir(spec->cwd) < 0))
+        goto failed;
+    while ((n = read(gate, &go, 1)) < 0 && errno == EINTR)
+        ;
+    if (n != 1)
+        _exit(127);
+    execvpe(spec->argv[0], (char *const *)spec->argv,
+            spec->envp != NULL ? (char *const *)spec->envp : environ);
+failed:
+    e = errno;
+    if (write(report, &e, sizeof(e)) < 0)
+        _exit(126);
+    _exit(127);
+}
+
+/* ---- in the parent ---- */
+
+/* Waits until the child ran its command (0) or failed to (-errno); the child's end of report
+ * is close-on-exec, so EOF means exec succeeded. */
+static int exec_result(int report)
+{
+    int e = 0;
+    ssize_t n;
+
+    while ((n = read(report, &e, sizeof(e))) < 0 && errno == EINTR)
+        ;
+    return n == (ssize_t)sizeof(e) ? -e : 0;
+}
+
+/* Forks the child and lets it run its command once its pid is committed (doc/recovery.md):
+ * a process that runs is one a restart can find.  0, or -errno with why in err. */
+static int spawn(df_runner *r, const struct df_proc_spec *spec, const struct child_fds *c,
+                 pid_t *pid, df_error *err)
+{
+    int gate[2], report[2], rc;
+    pid_t parent = getpid();
+
+    if (pipe2(gate, O_CLOEXEC) < 0)
+        return -errno;
+    if (pipe2(report, O_CLOEXEC) < 0) {
+        rc = -errno;
+        close(gate[0]);
+        close(gate[1]);
+        return rc;
+    }
+    *pid = fork();
+    if (*pid == 0) {
+        close(gate[1]); /* else the gate would never see EOF */
+        close(report[0]);
+        child_main(spec, c, gate[0], report[1], parent);
+    }
+    rc = *pid < 0 ? -errno : 0;
+    close(gate[0]);
+    close(report[1]);
+    if (rc == 0 && (rc = df_runner_record_process(r, *pid, err)) == 0 &&
+        write(gate[1], "g", 1) != 1)
+        rc = -errno;
+    close(gate[1]); /* without "g" the child ends at the gate */
+    if (rc == 0)
+        rc = exec_result(report[0]);
+    close(report[0]);
+    if (rc < 0 && *pid > 0)
+        while (waitpid(*pid, NULL, 0) < 0 && errno == EINTR)
+            ;
+    return rc;
 }
 
 static void undo(struct df_dispatcher *d, struct child_fds *c)
@@ -443,18 +517,16 @@ int df_proc_spawn(df_runner *r, const struct df_proc_spec *spec, df_proc **out)
 {
     struct df_dispatcher *d = r->d;
     struct child_fds c = {{-1, -1}, {-1, -1}, {-1, -1}, -1, ""};
-    posix_spawn_file_actions_t fa;
     struct df_proc *p;
     char context[512];
-    pid_t pid;
+    df_error err = {{0}};
+    pid_t pid = -1;
     int rc;
 
     command_context(spec->argv, context, sizeof(context));
-    posix_spawn_file_actions_init(&fa);
-    rc = child_io(d, spec, &c, &fa);
+    rc = open_child_io(d, spec, &c);
     if (rc == 0)
-        rc = spawn(spec, &fa, &pid);
-    posix_spawn_file_actions_destroy(&fa);
+        rc = spawn(r, spec, &c, &pid, &err);
     close_child_ends(d, &c);
     if (rc == -EMFILE || rc == -ENFILE) {
         undo(d, &c);
@@ -462,9 +534,10 @@ int df_proc_spawn(df_runner *r, const struct df_proc_spec *spec, df_proc **out)
         return rc;
     }
     if (rc < 0) {
-        char why[256];
+        char why[DF_ERROR_TEXT + 256];
         undo(d, &c);
-        snprintf(why, sizeof(why), "%s - %s", strerror(-rc), spec->argv[0]);
+        snprintf(why, sizeof(why), "%s - %s", err.text[0] ? err.text : strerror(-rc),
+                 spec->argv[0]);
         df_runner_exception(r, context, NULL, why, true);
         return rc;
     }

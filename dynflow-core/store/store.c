@@ -18,14 +18,14 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define SCHEMA_VERSION 1
+#define SCHEMA_VERSION 2
 #define STR_(x)        #x
 #define STR(x)         STR_(x)
 
 #define MEMORY_NAME ":memory:"
 #define STATUS_BUF  16
 
-static const char schema_sql[] =
+static const char schema_v1_sql[] =
     "CREATE TABLE dynflow_execution_plans ("
     " uuid TEXT NOT NULL PRIMARY KEY, state TEXT, result TEXT,"
     " started_at INTEGER, ended_at INTEGER, real_time REAL, execution_time REAL,"
@@ -66,7 +66,22 @@ static const char schema_sql[] =
     " ON dynflow_execution_plan_dependencies (blocked_by_uuid);"
     "CREATE TABLE dynflow_timers ("
     " id INTEGER PRIMARY KEY, execution_plan_uuid TEXT NOT NULL, step_id INTEGER,"
-    " due_at INTEGER, event TEXT);"
+    " due_at INTEGER, event TEXT);";
+
+/* Version 2: the facts a restart needs about runners (doc/recovery.md).  A runner's start is
+ * committed before the runner starts, and each of its processes (its pid, the start time the
+ * kernel gives it and the boot it ran in) before that process runs its command. */
+static const char schema_v2_sql[] =
+    "CREATE TABLE dynflow_runner_starts ("
+    " runner_id TEXT NOT NULL PRIMARY KEY, execution_plan_uuid TEXT NOT NULL,"
+    " step_id INTEGER NOT NULL, started_at INTEGER) WITHOUT ROWID;"
+    "CREATE INDEX dynflow_runner_starts_execution_plan_uuid_index"
+    " ON dynflow_runner_starts (execution_plan_uuid);"
+    "CREATE TABLE dynflow_runner_processes ("
+    " runner_id TEXT NOT NULL, pid INTEGER NOT NULL, start_ticks INTEGER NOT NULL,"
+    " boot_id TEXT NOT NULL, outcome TEXT, PRIMARY KEY (runner_id, pid)) WITHOUT ROWID;";
+
+static const char schema_version_sql[] =
     "DELETE FROM dynflow_schema_info;"
     "INSERT INTO dynflow_schema_info (version) VALUES (" STR(SCHEMA_VERSION) ");";
 
@@ -160,6 +175,18 @@ enum { TM_ID = 1, TM_PLAN, TM_STEP, TM_DUE_AT, TM_EVENT };
 #define OLD_PLANS     "(SELECT uuid FROM dynflow_execution_plans WHERE " OLD_PLAN_COND ")"
 #define LIST_ORDER    " ORDER BY started_at DESC NULLS LAST, uuid LIMIT ?2 OFFSET ?3"
 
+enum { RS_RUNNER = 1, RS_PLAN, RS_STEP, RS_STARTED };
+enum { RP_RUNNER = 1, RP_PID, RP_START_TICKS, RP_BOOT_ID, RP_OUTCOME };
+#define RUNNER_PROCESS_COLS "runner_id, pid, start_ticks, boot_id, outcome"
+/* Runners whose step is neither suspended nor running (a crash interrupted it, and the runner
+ * action runs it again): their outcome is stored, their facts can go. */
+#define ENDED_RUNNERS                                                                              \
+    "(SELECT runner_id FROM dynflow_runner_starts r WHERE NOT EXISTS (SELECT 1 FROM dynflow_steps" \
+    " s WHERE s.execution_plan_uuid = r.execution_plan_uuid AND s.id = r.step_id"                  \
+    " AND s.state IN ('suspended', 'running')))"
+#define OLD_RUNNERS                                                                                \
+    "(SELECT runner_id FROM dynflow_runner_starts WHERE execution_plan_uuid IN " OLD_PLANS ")"
+
 enum stmt_id {
     /* writer connection */
     S_BEGIN,
@@ -185,7 +212,14 @@ enum stmt_id {
     S_DEL_OLD_DELAYED,
     S_DEL_OLD_TIMERS,
     S_DEL_OLD_DEPENDENCIES,
+    S_DEL_OLD_RUNNER_PROCESSES,
+    S_DEL_OLD_RUNNER_STARTS,
     S_DEL_OLD_PLANS,
+    S_PUT_RUNNER_START,
+    S_PUT_RUNNER_PROCESS,
+    S_SET_RUNNER_PROCESS_OUTCOME,
+    S_DEL_ENDED_RUNNER_PROCESSES,
+    S_DEL_ENDED_RUNNER_STARTS,
     /* reader connection */
     S_READ_BEGIN,
     S_READ_END,
@@ -206,6 +240,9 @@ enum stmt_id {
     S_DEPENDENCIES,
     S_TIMERS,
     S_MAX_TIMER,
+    S_RUNNER_STARTED,
+    S_RUNNER_OF_STEP,
+    S_RUNNER_PROCESSES,
     S_MAX_CHUNK,
     S_COUNT
 };
@@ -246,7 +283,22 @@ static const char *const stmt_sql[S_COUNT] = {
     [S_DEL_OLD_DEPENDENCIES] =
         "DELETE FROM dynflow_execution_plan_dependencies"
         " WHERE execution_plan_uuid IN " OLD_PLANS " OR blocked_by_uuid IN " OLD_PLANS,
+    [S_DEL_OLD_RUNNER_PROCESSES] =
+        "DELETE FROM dynflow_runner_processes WHERE runner_id IN " OLD_RUNNERS,
+    [S_DEL_OLD_RUNNER_STARTS] =
+        "DELETE FROM dynflow_runner_starts WHERE execution_plan_uuid IN " OLD_PLANS,
     [S_DEL_OLD_PLANS] = "DELETE FROM dynflow_execution_plans WHERE " OLD_PLAN_COND,
+    [S_PUT_RUNNER_START] = "INSERT OR REPLACE INTO dynflow_runner_starts"
+                           " (runner_id, execution_plan_uuid, step_id, started_at)"
+                           " VALUES (?1, ?2, ?3, ?4)",
+    [S_PUT_RUNNER_PROCESS] = "INSERT OR REPLACE INTO dynflow_runner_processes"
+                             " (" RUNNER_PROCESS_COLS ") VALUES (?1, ?2, ?3, ?4, ?5)",
+    [S_SET_RUNNER_PROCESS_OUTCOME] = "UPDATE dynflow_runner_processes SET outcome = ?5"
+                                     " WHERE runner_id = ?1 AND pid = ?2",
+    [S_DEL_ENDED_RUNNER_PROCESSES] =
+        "DELETE FROM dynflow_runner_processes WHERE runner_id IN " ENDED_RUNNERS,
+    [S_DEL_ENDED_RUNNER_STARTS] =
+        "DELETE FROM dynflow_runner_starts WHERE runner_id IN " ENDED_RUNNERS,
     [S_READ_BEGIN] = "BEGIN",
     [S_READ_END] = "COMMIT",
     [S_LOAD_PLAN] = "SELECT " PLAN_COLS " FROM dynflow_execution_plans WHERE uuid = ?1",
@@ -276,6 +328,13 @@ static const char *const stmt_sql[S_COUNT] = {
                        " WHERE execution_plan_uuid = ?1 ORDER BY blocked_by_uuid",
     [S_TIMERS] = "SELECT " TIMER_COLS " FROM dynflow_timers ORDER BY due_at, id",
     [S_MAX_TIMER] = "SELECT coalesce(max(id), 0) FROM dynflow_timers",
+    [S_RUNNER_STARTED] = "SELECT 1 FROM dynflow_runner_starts WHERE runner_id = ?1",
+    [S_RUNNER_OF_STEP] = "SELECT runner_id FROM dynflow_runner_starts"
+                         " WHERE execution_plan_uuid = ?1 AND step_id = ?2 ORDER BY started_at DESC"
+                         " LIMIT 1",
+    /* ?1 NULL: every runner's */
+    [S_RUNNER_PROCESSES] = "SELECT " RUNNER_PROCESS_COLS " FROM dynflow_runner_processes"
+                           " WHERE ?1 IS NULL OR runner_id = ?1 ORDER BY runner_id, pid",
     [S_MAX_CHUNK] = "SELECT coalesce(max(id), 0) FROM dynflow_output_chunks"
                     " WHERE execution_plan_uuid = ?1 AND action_id = ?2",
 };
@@ -485,8 +544,12 @@ static int init_schema(store *st, df_error *err)
                       NULL, NULL, NULL);
     if (rc == SQLITE_OK)
         rc = read_version(db, &version);
+    if (rc == SQLITE_OK && version < 1)
+        rc = sqlite3_exec(db, schema_v1_sql, NULL, NULL, NULL);
+    if (rc == SQLITE_OK && version < 2)
+        rc = sqlite3_exec(db, schema_v2_sql, NULL, NULL, NULL);
     if (rc == SQLITE_OK && version < SCHEMA_VERSION)
-        rc = sqlite3_exec(db, schema_sql, NULL, NULL, NULL);
+        rc = sqlite3_exec(db, schema_version_sql, NULL, NULL, NULL);
     if (rc == SQLITE_OK && version <= SCHEMA_VERSION)
         rc = sqlite3_exec(db, "COMMIT", NULL, NULL, NULL);
 
@@ -825,6 +888,7 @@ struct callback {
         int (*child)(void *ud, const char *uuid, const char *state, const char *result);
         int (*delayed)(void *ud, const struct store_delayed_row *r);
         int (*timer)(void *ud, const struct store_timer_row *r);
+        int (*process)(void *ud, const struct store_runner_process_row *r);
     } fn;
     void *ud;
 };
@@ -1237,4 +1301,127 @@ void store_release_memory(store *st)
     pthread_mutex_lock(st->rlock);
     sqlite3_db_release_memory(st->rdb);
     pthread_mutex_unlock(st->rlock);
+}
+
+/* ---- runner facts (doc/recovery.md) ------------------------------------------- */
+
+int store_put_runner_start(store *st, const struct store_runner_start_row *r, df_error *err)
+{
+    sqlite3_stmt *s = wstmt(st, S_PUT_RUNNER_START);
+
+    bind_text(s, RS_RUNNER, r->runner_id);
+    bind_text(s, RS_PLAN, r->plan_uuid);
+    sqlite3_bind_int(s, RS_STEP, r->step_id);
+    bind_opt(s, RS_STARTED, r->started_at);
+    return step_write(s, false, err, "recording the start of runner %s", r->runner_id);
+}
+
+static void bind_runner_process(sqlite3_stmt *s, const struct store_runner_process_row *r)
+{
+    bind_text(s, RP_RUNNER, r->runner_id);
+    sqlite3_bind_int64(s, RP_PID, r->pid);
+    sqlite3_bind_int64(s, RP_START_TICKS, r->start_ticks);
+    bind_text(s, RP_BOOT_ID, r->boot_id);
+    bind_text(s, RP_OUTCOME, r->outcome);
+}
+
+int store_put_runner_process(store *st, const struct store_runner_process_row *r, df_error *err)
+{
+    sqlite3_stmt *s = wstmt(st, S_PUT_RUNNER_PROCESS);
+
+    bind_runner_process(s, r);
+    return step_write(s, false, err, "recording process %" PRId64 " of runner %s", r->pid,
+                      r->runner_id);
+}
+
+int store_set_runner_process_outcome(store *st, const struct store_runner_process_row *r,
+                                     df_error *err)
+{
+    sqlite3_stmt *s = wstmt(st, S_SET_RUNNER_PROCESS_OUTCOME);
+
+    bind_runner_process(s, r);
+    return step_write(s, false, err, "recording what became of process %" PRId64 " of runner %s",
+                      r->pid, r->runner_id);
+}
+
+int store_delete_ended_runners(store *st, df_error *err)
+{
+    int rc = step_write(wstmt(st, S_DEL_ENDED_RUNNER_PROCESSES), false, err,
+                        "deleting the processes of ended runners");
+
+    return rc ? rc
+              : step_write(wstmt(st, S_DEL_ENDED_RUNNER_STARTS), false, err,
+                           "deleting the starts of ended runners");
+}
+
+static int row_found(sqlite3_stmt *s, void *ctx)
+{
+    (void)s;
+    *(bool *)ctx = true;
+    return 0;
+}
+
+int store_runner_started(store *st, const char *runner_id, df_error *err)
+{
+    sqlite3_stmt *s = st->stmt[S_RUNNER_STARTED];
+    bool found = false;
+    int rc;
+
+    pthread_mutex_lock(st->rlock);
+    bind_text(s, 1, runner_id);
+    rc = query(s, row_found, &found, err, "reading the start of runner %s", runner_id);
+    pthread_mutex_unlock(st->rlock);
+    return rc ? rc : found ? 0 : -ENOENT;
+}
+
+static int row_runner_id(sqlite3_stmt *s, void *ctx)
+{
+    snprintf(ctx, DF_UUID_BUF, "%s", col_text(s, 1) ? col_text(s, 1) : "");
+    return 0;
+}
+
+int store_runner_of_step(store *st, const char *plan_uuid, int step_id, char runner_id[DF_UUID_BUF],
+                         df_error *err)
+{
+    sqlite3_stmt *s = st->stmt[S_RUNNER_OF_STEP];
+    int rc;
+
+    runner_id[0] = '\0';
+    pthread_mutex_lock(st->rlock);
+    bind_text(s, 1, plan_uuid);
+    sqlite3_bind_int(s, 2, step_id);
+    rc = query(s, row_runner_id, runner_id, err, "reading the runner of step %d of plan %s",
+               step_id, plan_uuid);
+    pthread_mutex_unlock(st->rlock);
+    return rc ? rc : runner_id[0] ? 0 : -ENOENT;
+}
+
+static int row_runner_process(sqlite3_stmt *s, void *ctx)
+{
+    const struct callback *cb = ctx;
+    struct store_runner_process_row r = {
+        .runner_id = col_text(s, RP_RUNNER),
+        .pid = col_int64(s, RP_PID),
+        .start_ticks = col_int64(s, RP_START_TICKS),
+        .boot_id = col_text(s, RP_BOOT_ID),
+        .outcome = col_text(s, RP_OUTCOME),
+    };
+
+    return cb->fn.process(cb->ud, &r);
+}
+
+int store_each_runner_process(store *st, const char *runner_id,
+                              int (*fn)(void *ud, const struct store_runner_process_row *r),
+                              void *ud, df_error *err)
+{
+    sqlite3_stmt *s = st->stmt[S_RUNNER_PROCESSES];
+    struct callback cb = {.fn.process = fn, .ud = ud};
+    int rc;
+
+    pthread_mutex_lock(st->rlock);
+    bind_text(s, 1, runner_id);
+    rc = query(s, row_runner_process, &cb, err, "reading the processes of runner %s",
+               runner_id != NULL ? runner_id : "(all)");
+    pthread_mutex_unlock(st->rlock);
+    return rc;
 }

@@ -92,6 +92,22 @@ struct store_timer_row {
     const char *event; /* JSON text: {"kind": …, "data": …} */
 };
 
+/* Runner facts (doc/recovery.md): committed before the runner, or its process, starts. */
+struct store_runner_start_row {
+    const char *runner_id;
+    const char *plan_uuid;
+    int step_id; /* the step the runner reports to */
+    int64_t started_at;
+};
+
+struct store_runner_process_row {
+    const char *runner_id;
+    int64_t pid;         /* also its process group and session */
+    int64_t start_ticks; /* field 22 of /proc/<pid>/stat: tells a reused pid */
+    const char *boot_id; /* /proc/sys/kernel/random/boot_id when it started */
+    const char *outcome; /* NULL until a restart found out what became of it */
+};
+
 /* Opens (and creates or migrates) the database; path NULL or "" = in-memory.
  * NULL on failure with err naming the file and SQLite's reason. */
 store *store_open(const char *path, df_error *err);
@@ -122,6 +138,19 @@ int store_delete_timer(store *st, int64_t id, df_error *err);
 /* Deletes the plans (and their steps, actions, chunks, delayed rows, timers,
  * dependencies) that are stopped and ended at or before ended_before. */
 int store_delete_old_plans(store *st, int64_t ended_before, uint64_t *removed, df_error *err);
+
+/* Runner facts.  Besides the writer thread, the runner thread writes these in
+ * transactions of its own (the writer lock serializes them). */
+int store_put_runner_start(store *st, const struct store_runner_start_row *r, df_error *err);
+int store_put_runner_process(store *st, const struct store_runner_process_row *r, df_error *err);
+/* Sets r->outcome of the row (r->runner_id, r->pid). */
+int store_set_runner_process_outcome(store *st, const struct store_runner_process_row *r,
+                                     df_error *err);
+/* Deletes the facts of runners whose step is neither suspended nor running. */
+int store_delete_ended_runners(store *st, df_error *err);
+/* The world's store when it is a file (engine/world.c), else NULL: an in-memory database
+ * survives no restart, so there are no facts to keep. */
+store *df_world_durable_store(df_world *w);
 
 /* ---- readers ---------------------------------------------------------- */
 struct store_plan_loader {
@@ -171,5 +200,14 @@ int store_max_timer_id(store *st, int64_t *id, df_error *err);
 /* Gives the page caches' unused memory back (a file database; in memory the pages are the
  * data).  Takes each connection's lock. */
 void store_release_memory(store *st);
+/* 0 when the start of the runner was recorded, -ENOENT when not. */
+int store_runner_started(store *st, const char *runner_id, df_error *err);
+/* The runner last recorded as started for a step; -ENOENT when none. */
+int store_runner_of_step(store *st, const char *plan_uuid, int step_id, char runner_id[DF_UUID_BUF],
+                         df_error *err);
+/* The recorded processes of a runner (runner_id NULL: of every runner). */
+int store_each_runner_process(store *st, const char *runner_id,
+                              int (*fn)(void *ud, const struct store_runner_process_row *r),
+                              void *ud, df_error *err);
 
 #endif

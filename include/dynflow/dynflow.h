@@ -133,6 +133,9 @@ struct df_hook {
 #define DF_ACTION_SINGLETON    0x2u /* one active plan with this action at a time */
 #define DF_ACTION_HANDLES_SKIP 0x4u /* run gets DF_EVENT_SKIP when a skipped step resumes */
 #define DF_ACTION_POLLED       0x8u /* WithExternalPolling: a status request sends DF_EVENT_POLL */
+/* A run step a crash interrupted runs again (without an event) instead of ending "Abnormal
+ * termination": running it twice is harmless (a callback to Foreman). */
+#define DF_ACTION_RERUNNABLE 0x10u
 
 struct df_middleware;
 
@@ -220,6 +223,10 @@ int df_world_attach(df_world *w, const void *key, void *data, void (*stop)(void 
                     void (*release)(void *data));
 /* The data attached under key, or NULL. */
 void *df_world_attachment(df_world *w, const void *key);
+/* df_world_start() calls recover(data) of the data attached under key once the database is
+ * open and before plans are recovered (the runner dispatcher ends what an earlier process left
+ * running there).  -ENOENT when nothing is attached under key. */
+int df_world_on_recovery(df_world *w, const void *key, void (*recover)(void *data));
 /* Blocks until everything changed so far is committed to the database (while writes fail,
  * until they work again or the world is being freed). */
 void df_world_sync(df_world *w);

@@ -190,6 +190,7 @@ static const struct df_action_class classes[] = {
     {.name = "BlockPause", .run = block_run},
     {.name = "BlockFail", .run = block_run, .rescue = DF_RESCUE_FAIL},
     {.name = "BlockSkip", .run = block_run, .rescue = DF_RESCUE_SKIP},
+    {.name = "BlockRerun", .run = block_run, .flags = DF_ACTION_RERUNNABLE},
     {.name = "After", .run = after_run},
     {.name = "SkipPlan", .plan = skip_plan},
     {.name = "Wait", .run = wait_run},
@@ -215,12 +216,13 @@ enum {
     P_PARENT,
     P_POLL,
     P_TIMED,
+    P_RERUN,
     N_PLANS
 };
 static char ids[N_PLANS][DF_UUID_BUF], children[2][DF_UUID_BUF];
-static const char *const plan_class[N_PLANS] = {"BlockPause", "BlockFail", "SkipPlan", "Wait",
-                                                "Quick",      "Secret",    "Stamp",    "Parent",
-                                                "Poller",     "Wait"};
+static const char *const plan_class[N_PLANS] = {"BlockPause", "BlockFail", "SkipPlan",  "Wait",
+                                                "Quick",      "Secret",    "Stamp",     "Parent",
+                                                "Poller",     "Wait",      "BlockRerun"};
 static double delayed_at;
 
 static bool child_step_is(df_world *w, const char *id, int step_id, const char *state)
@@ -299,7 +301,7 @@ static void child_main(const char *db, int fd)
         pause();
 }
 
-/* Forks the child, waits until three actions block inside run and the rest
+/* Forks the child, waits until four actions block inside run and the rest
  * is settled, then kills it.  Returns the child's pid. */
 static pid_t run_and_kill(const char *db)
 {
@@ -316,14 +318,14 @@ static pid_t run_and_kill(const char *db)
         child_main(db, fds[1]);
     }
     close(fds[1]);
-    while ((blocks < 3 || !ready) && read(fds[0], &c, 1) == 1) {
+    while ((blocks < 4 || !ready) && read(fds[0], &c, 1) == 1) {
         blocks += c == 'B';
         /* 'R' comes with the time the delayed plan is due, in one write */
         if (c == 'R')
             ready = read(fds[0], &delayed_at, sizeof(delayed_at)) == sizeof(delayed_at);
     }
     close(fds[0]);
-    ck_assert_msg(blocks == 3 && ready, "the child did not get ready (%d blocks, ready %d)", blocks,
+    ck_assert_msg(blocks == 4 && ready, "the child did not get ready (%d blocks, ready %d)", blocks,
                   ready);
     ck_assert_int_eq(kill(pid, SIGKILL), 0);
     ck_assert_int_eq(waitpid(pid, &status, 0), pid);
@@ -423,6 +425,12 @@ START_TEST(kill_and_recover)
     ck_assert_int_eq(tu_output_int(w, ids[P_PARENT], 1, "success_count"), 2);
     ck_assert_int_eq(tu_output_int(w, ids[P_PARENT], 1, "total_count"), 2);
     ck_assert_int_eq(tu_output_int(w, ids[P_PARENT], 1, "failed_count"), 0);
+
+    /* a rerunnable step a crash interrupted runs again, here, and the plan ends */
+    tu_expect(w, ids[P_RERUN], DF_PLAN_STOPPED, DF_RESULT_SUCCESS);
+    ck_assert(!history_has(w, ids[P_RERUN], "terminate execution"));
+    ck_assert_int_eq(marks("BlockRerun", pid), 1);
+    ck_assert_int_eq(marks("BlockRerun", getpid()), 1);
 
     /* polling resumes by polling the task it started, not by starting another */
     tu_expect(w, ids[P_POLL], DF_PLAN_STOPPED, DF_RESULT_SUCCESS);

@@ -740,6 +740,114 @@ START_TEST(restart_does_not_run_a_job_twice)
 }
 END_TEST
 
+/* Lines of a marker file equal to line. */
+static int count_lines(const char *path, const char *line)
+{
+    FILE *f = fopen(path, "r");
+    char buf[64];
+    int n = 0;
+
+    while (f != NULL && fgets(buf, sizeof(buf), f) != NULL)
+        n += strcmp(buf, line) == 0;
+    if (f != NULL)
+        fclose(f);
+    return n;
+}
+
+/* Alive and not a zombie waiting for init. */
+static bool process_alive(pid_t pid)
+{
+    char path[64], buf[512], *p;
+    FILE *f;
+    size_t n;
+
+    snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+    if ((f = fopen(path, "r")) == NULL)
+        return false;
+    n = fread(buf, 1, sizeof(buf) - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    p = strrchr(buf, ')');
+    return p != NULL && p[1] == ' ' && p[2] != 'Z' && p[2] != 'X';
+}
+
+/* kill -9 while one command runs and two wait for a free slot (one at a time): after the restart
+ * the waiting ones run, once; the one that ran ends with "EXCEPTION", and the process it left
+ * behind (in its process group) is stopped, which its output says (doc/recovery.md). */
+START_TEST(restart_runs_queued_jobs_and_ends_leftovers)
+{
+    char db[512], marks[512], pidfile[512], first[2048], later[2][1024];
+    char ids[3][DF_UUID_BUF];
+    int pipefd[2], status;
+    pid_t child, sleeper;
+    df_world *w;
+    json_t *out;
+
+    tu_db_path(db, sizeof(db), "runner-queued");
+    snprintf(marks, sizeof(marks), "%s/queued-marks-%d", tu_tmpdir(), getpid());
+    snprintf(pidfile, sizeof(pidfile), "%s/queued-sleeper-%d", tu_tmpdir(), getpid());
+    unlink(marks);
+    unlink(pidfile);
+    /* the shell dies with the daemon (PR_SET_PDEATHSIG); its background sleep does not */
+    snprintf(first, sizeof(first), "echo A >> %s; sleep 100 & echo $! > %s; wait", marks, pidfile);
+    for (int i = 0; i < 2; i++)
+        snprintf(later[i], sizeof(later[i]), "echo %c >> %s", 'B' + i, marks);
+    ck_assert_int_eq(pipe(pipefd), 0);
+    child = fork();
+    if (child == 0) {
+        df_world *cw = world(db, 0.05, 1, 0);
+        snprintf(
+            ids[0], DF_UUID_BUF, "%s",
+            tu_trigger(cw, "Test::Command", json_pack("{s:[s,s,s]}", "argv", "sh", "-c", first)));
+        if (!WAIT_UNTIL(tu_step_is(cw, ids[0], 2, "suspended") && read_pid(pidfile) > 0, 10))
+            _exit(1);
+        for (int i = 0; i < 2; i++)
+            snprintf(ids[1 + i], DF_UUID_BUF, "%s",
+                     tu_trigger(cw, "Test::Command",
+                                json_pack("{s:[s,s,s]}", "argv", "sh", "-c", later[i])));
+        if (!WAIT_UNTIL(tu_step_is(cw, ids[1], 2, "suspended") &&
+                            tu_step_is(cw, ids[2], 2, "suspended"),
+                        10))
+            _exit(1);
+        df_world_sync(cw);
+        if (write(pipefd[1], ids, sizeof(ids)) != sizeof(ids))
+            _exit(1);
+        pause();
+        _exit(0);
+    }
+    close(pipefd[1]);
+    ck_assert_int_eq(read(pipefd[0], ids, sizeof(ids)), sizeof(ids));
+    close(pipefd[0]);
+    kill(child, SIGKILL);
+    waitpid(child, &status, 0);
+    sleeper = read_pid(pidfile);
+    ck_assert(process_alive(sleeper));
+
+    w = world(db, 0.05, 1, 0);
+    ck_assert_msg(!process_alive(sleeper), "the leftover process %d still runs", (int)sleeper);
+    tu_expect(w, ids[0], DF_PLAN_STOPPED, DF_RESULT_ERROR);
+    out = output(w, ids[0]);
+    ck_assert_str_eq(tu_str(out, "exit_status"), "EXCEPTION");
+    ck_assert_msg(strstr(tu_records_text(out, "debug"), "restarted while the job was running") &&
+                      strstr(tu_records_text(out, "debug"), "stopped with SIGTERM"),
+                  "%s", tu_records_text(out, NULL));
+    json_decref(out);
+    for (int i = 1; i < 3; i++) {
+        tu_expect(w, ids[i], DF_PLAN_STOPPED, DF_RESULT_SUCCESS);
+        out = output(w, ids[i]);
+        ck_assert_int_eq(json_integer_value(json_object_get(out, "exit_status")), 0);
+        json_decref(out);
+    }
+    df_world_free(w);
+    ck_assert_int_eq(count_lines(marks, "A\n"), 1);
+    ck_assert_int_eq(count_lines(marks, "B\n"), 1);
+    ck_assert_int_eq(count_lines(marks, "C\n"), 1);
+    unlink(marks);
+    unlink(pidfile);
+    tu_db_remove(db);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("runner");
@@ -763,6 +871,7 @@ int main(void)
     tcase_add_test(out, split_characters_stay_whole);
     tcase_add_test(out, output_cap_truncates_once);
     tcase_add_test(restart, restart_does_not_run_a_job_twice);
+    tcase_add_test(restart, restart_runs_queued_jobs_and_ends_leftovers);
     suite_add_tcase(s, proc);
     suite_add_tcase(s, disp);
     suite_add_tcase(s, out);

@@ -323,8 +323,39 @@ START_TEST(test_newer_schema_refused)
 
     ck_assert_ptr_null(store_open(path, &err));
     ck_assert_msg(strstr(err.text, path) && strstr(err.text, "version 25") &&
-                      strstr(err.text, "version 1"),
+                      strstr(err.text, "version 2"),
                   "%s", err.text);
+}
+END_TEST
+
+/* A version 1 database (before the runner facts) gets the new tables and keeps its plans. */
+START_TEST(test_version_1_is_migrated)
+{
+    const char *path = new_db_path();
+    df_error err = {""};
+    store *st = store_open(path, &err);
+    struct store_runner_start_row start = {"r1", "p1", 2, 7};
+    sqlite3 *db;
+
+    ck_assert_msg(st != NULL, "%s", err.text);
+    store_close(st);
+    ck_assert_int_eq(sqlite3_open(path, &db), SQLITE_OK);
+    ck_assert_int_eq(sqlite3_exec(db,
+                                  "DROP TABLE dynflow_runner_starts;"
+                                  "DROP TABLE dynflow_runner_processes;"
+                                  "UPDATE dynflow_schema_info SET version = 1",
+                                  NULL, NULL, NULL),
+                     SQLITE_OK);
+    sqlite3_close(db);
+
+    st = store_open(path, &err);
+    ck_assert_msg(st != NULL, "%s", err.text);
+    ck_assert_int_eq(store_runner_started(st, "r1", NULL), -ENOENT);
+    ck_assert_int_eq(store_write_begin(st, &err), 0);
+    ck_assert_int_eq(store_put_runner_start(st, &start, &err), 0);
+    ck_assert_int_eq(store_write_commit(st, &err), 0);
+    ck_assert_int_eq(store_runner_started(st, "r1", NULL), 0);
+    store_close(st);
 }
 END_TEST
 
@@ -1135,6 +1166,7 @@ static Suite *store_suite(void)
     tcase_add_test(open, test_open_file);
     tcase_add_test(open, test_reopen_keeps_data);
     tcase_add_test(open, test_newer_schema_refused);
+    tcase_add_test(open, test_version_1_is_migrated);
     tcase_add_test(open, test_unwritable_path);
     tcase_add_test(open, test_not_a_database);
     suite_add_tcase(s, open);
