@@ -308,6 +308,7 @@ void df_api_launch(df_api *api, const struct df_api_request *req, struct df_api_
     json_t *body = parse_body(req, res), *input, *options;
     const char *op_name;
     const struct operation *op;
+    df_error err;
 
     if (body == NULL)
         return;
@@ -333,9 +334,16 @@ void df_api_launch(df_api *api, const struct df_api_request *req, struct df_api_
         json_decref(options);
     }
     /* acknowledged means committed: a kill -9 right after the answer loses no task (the crash
-     * loop found it, doc/recovery.md) */
-    if (res->status == 200)
-        df_world_sync(api->w);
+     * loop found it, doc/recovery.md); a launch whose commit fails is not acknowledged */
+    if (res->status == 200 && df_world_commit(api->w, &err) < 0) {
+        json_decref(res->body);
+        res->body = NULL;
+        error_response(res, 503,
+                       "the launch was not stored: %s; it stays in memory and is stored when "
+                       "the database can be written again (a retry with the same task ids "
+                       "answers with it)",
+                       err.text);
+    }
     json_decref(body);
 }
 

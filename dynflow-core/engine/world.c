@@ -696,6 +696,11 @@ void df_world_sync(df_world *w)
     df_writer_sync(w, true, NULL);
 }
 
+int df_world_commit(df_world *w, df_error *err)
+{
+    return df_writer_sync(w, false, err);
+}
+
 int df_world_writable(df_world *w, df_error *err)
 {
     return df_writer_health(w, err);

@@ -230,6 +230,9 @@ int df_world_on_recovery(df_world *w, const void *key, void (*recover)(void *dat
 /* Blocks until everything changed so far is committed to the database (while writes fail,
  * until they work again or the world is being freed). */
 void df_world_sync(df_world *w);
+/* Blocks until everything changed so far is committed; -EIO with err naming the failure as soon
+ * as a write fails (the changes stay in memory and are retried: doc/persistence.md). */
+int df_world_commit(df_world *w, df_error *err);
 /* 0 while the database can be written; -EIO with err saying why (the database and SQLite's
  * reason) since a write failed and until one works again.  Nothing new should be created
  * meanwhile: the engine keeps every change in memory and retries, but starts no step whose
