@@ -45,28 +45,6 @@ static void log_path(char *out, size_t len, int run)
     snprintf(out, len, "%s/proxy-%d.log", dir, run);
 }
 
-/* The port smart-proxyd bound (its settings say port 0), from its log. */
-static unsigned bound_port(int run)
-{
-    char path[700], *p;
-    const char *needle = "listening on http://127.0.0.1:";
-    static char buf[65536];
-
-    log_path(path, sizeof(path), run);
-    for (int i = 0; i < 3000; i++) {
-        FILE *f = fopen(path, "r");
-        size_t n = f != NULL ? fread(buf, 1, sizeof(buf) - 1, f) : 0;
-        if (f != NULL)
-            fclose(f);
-        buf[n] = '\0';
-        if ((p = strstr(buf, needle)) != NULL)
-            return (unsigned)strtoul(p + strlen(needle), NULL, 10);
-        usleep(10000);
-    }
-    ck_abort_msg("smart-proxyd did not start: %s%s", buf, read_until(daemon_out, "\n\n"));
-    return 0;
-}
-
 static void daemon_start(void)
 {
     char settings[4096], path[700];
@@ -84,7 +62,8 @@ static void daemon_start(void)
     daemon_pid = start_in(dir, NULL, &daemon_out);
     snprintf(settings, sizeof(settings), "%d\n", (int)daemon_pid);
     scratch_write(dir, "daemon.pid", settings);
-    port = bound_port(run_no);
+    port = listening_port(path, 0, "http");
+    ck_assert_msg(port != 0, "smart-proxyd did not start: %s", read_until(daemon_out, "\n\n"));
 }
 
 static void daemon_kill(void)

@@ -262,6 +262,7 @@ static void map_control(const char *path)
 static void daemon_setup(void)
 {
     char text[2048], path[700];
+    long from;
 
     scratch_new(workdir, sizeof(workdir), "faultd");
     snprintf(db_path, sizeof(db_path), "%s/dynflow.db", workdir);
@@ -285,9 +286,10 @@ static void daemon_setup(void)
     map_control(path);
     setenv("FAULT_CONTROL", path, 1);
     setenv("LD_PRELOAD", getenv("FAULT_SHIM"), 1);
+    from = file_size(log_path);
     daemon_pid = start(NULL, &daemon_out);
     unsetenv("LD_PRELOAD");
-    port = listening_port(log_path, "http");
+    port = listening_port(log_path, from, "http");
     ck_assert_msg(port != 0, "smart-proxyd did not start: %s", read_until(daemon_out, "\n\n"));
 }
 

@@ -74,7 +74,8 @@ static long proc_status(const char *field)
  * line per failed handshake to stderr, and a pipe nobody reads would stall it). */
 static void daemon_start(void)
 {
-    char text[4096], out[700];
+    char text[4096], out[700], log[700];
+    long from;
     int fd;
 
     snprintf(text, sizeof(text),
@@ -87,6 +88,8 @@ static void daemon_start(void)
     snprintf(out, sizeof(out), "%s/settings.d", workdir);
     mkdir(out, 0700);
     scratch_write(workdir, "settings.d/dynflow.yml", ":enabled: true\n");
+    snprintf(log, sizeof(log), "%s/proxy.log", workdir);
+    from = file_size(log);
     snprintf(out, sizeof(out), "%s/stderr.log", workdir);
     daemon_pid = fork();
     if (daemon_pid == 0) {
@@ -97,8 +100,7 @@ static void daemon_start(void)
         execl(getenv("SMART_PROXYD"), "smart-proxyd", "--config", text, (char *)NULL);
         _exit(127);
     }
-    snprintf(out, sizeof(out), "%s/proxy.log", workdir);
-    https_port = listening_port(out, "https");
+    https_port = listening_port(log, from, "https");
     ck_assert_msg(https_port != 0, "smart-proxyd did not start");
 }
 

@@ -202,6 +202,7 @@ END_TEST
 static void start_daemon(const char *trusted_hosts, const char *console_auth)
 {
     char global[4096], dynflow[1024], cmd[2048];
+    long from;
 
     scratch_new(workdir, sizeof(workdir), "console");
     snprintf(certs, sizeof(certs), "%s", workdir);
@@ -221,9 +222,10 @@ static void start_daemon(const char *trusted_hosts, const char *console_auth)
              console_auth);
     scratch_write(workdir, "settings.d/dynflow.yml", dynflow);
     scratch_write(workdir, "settings.d/testplug.yml", ":enabled: true\n");
+    from = file_size(log_path);
     daemon_pid = start(NULL, &daemon_out);
-    https_port = listening_port(log_path, "https");
-    http_port = listening_port(log_path, "http");
+    https_port = listening_port(log_path, from, "https");
+    http_port = listening_port(log_path, from, "http");
     ck_assert_msg(https_port != 0 && http_port != 0, "smart-proxyd did not start: %s",
                   read_until(daemon_out, "\n\n"));
 }

@@ -281,9 +281,11 @@ static char log_path[600];
 
 static void daemon_start(void)
 {
+    long from = file_size(log_path);
+
     daemon_pid = start(NULL, &daemon_out);
-    ck_assert_msg(file_has(log_path, "listening on"), "smart-proxyd did not start: %s",
-                  read_until(daemon_out, "\n\n"));
+    port = listening_port(log_path, from, "http");
+    ck_assert_msg(port != 0, "smart-proxyd did not start: %s", read_until(daemon_out, "\n\n"));
 }
 
 /* Each task's command appends a line to ran.log. */
@@ -298,12 +300,11 @@ static void daemon_setup(void)
     snprintf(cmd, sizeof(cmd), "mkdir -p %s/settings.d %s/plugins && cp %s/script.so %s/plugins/",
              workdir, workdir, getenv("SCRIPT_PLUGIN_DIR"), workdir);
     ck_assert_int_eq(system(cmd), 0);
-    port = free_port();
     snprintf(settings, sizeof(settings),
-             ":http_port: %u\n:bind_host: 127.0.0.1\n:module_directory: %s\n"
+             ":http_port: 0\n:bind_host: 127.0.0.1\n:module_directory: %s\n"
              ":foreman_url: https://localhost:%u\n:foreman_ssl_cert: %s/client.pem\n"
              ":foreman_ssl_key: %s/client.key\n:foreman_ssl_ca: %s/ca.pem\n:log_file: %s\n",
-             port, getenv("DYNFLOW_MODULE_DIR"), foreman_port, workdir, workdir, workdir, log_path);
+             getenv("DYNFLOW_MODULE_DIR"), foreman_port, workdir, workdir, workdir, log_path);
     scratch_write(workdir, "settings.yml", settings);
     snprintf(dynflow, sizeof(dynflow),
              ":enabled: true\n:plugin_directory: %s/plugins\n:database: %s/dynflow.sqlite\n"

@@ -31,6 +31,7 @@ static void install_plugin(const char *from, const char *name)
 static void setup(void)
 {
     char settings[2048], dynflow[1024], sub[600];
+    long from;
 
     scratch_new(workdir, sizeof(workdir), "input");
     snprintf(log_path, sizeof(log_path), "%s/proxy.log", workdir);
@@ -54,8 +55,9 @@ static void setup(void)
     scratch_write(workdir, "settings.d/remote_execution_ssh.yml", ":enabled: true\n");
     scratch_write(workdir, "settings.d/script.yml",
                   ":enabled: true\n:tasks:\n  - :kind: hello\n    :command: /bin/true\n");
+    from = file_size(log_path);
     daemon_pid = start(NULL, &daemon_out);
-    port = listening_port(log_path, "http");
+    port = listening_port(log_path, from, "http");
     ck_assert_msg(port != 0, "smart-proxyd did not start: %s", read_until(daemon_out, "\n\n"));
 }
 

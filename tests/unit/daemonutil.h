@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -79,41 +80,53 @@ static inline int finish(pid_t pid)
     return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
 }
 
-/* What file_has() read last. */
-static char file_text[65536];
-
 /* Polls a file until it contains needle (for up to 10 s). */
 static inline bool file_has(const char *path, const char *needle)
 {
+    static char buf[65536];
+
     for (int i = 0; i < 1000; i++) {
         FILE *f = fopen(path, "r");
-        size_t n = f ? fread(file_text, 1, sizeof(file_text) - 1, f) : 0;
+        size_t n = f ? fread(buf, 1, sizeof(buf) - 1, f) : 0;
         if (f != NULL)
             fclose(f);
-        file_text[n] = '\0';
-        if (strstr(file_text, needle) != NULL)
+        buf[n] = '\0';
+        if (strstr(buf, needle) != NULL)
             return true;
         usleep(10000);
     }
     return false;
 }
 
-/* The port the daemon's last start got for scheme ("http" or "https"), from its log line
- * "listening on <scheme>://<host>:<port>": settings with port 0 let it bind any free port.
- * 0 when the log has no such line within 10 s. */
-static inline unsigned listening_port(const char *log_path, const char *scheme)
+/* The size of a file now, 0 when there is none: where a start's log lines will begin. */
+static inline long file_size(const char *path)
 {
+    struct stat st;
+
+    return stat(path, &st) == 0 ? (long)st.st_size : 0;
+}
+
+/* The port a start of the daemon got for scheme ("http" or "https"), from the first line
+ * "listening on <scheme>://<host>:<port>" of its log after byte from (the log's size before that
+ * start): settings with port 0 let it bind any free port.  0 when there is none within 10 s. */
+static inline unsigned listening_port(const char *log_path, long from, const char *scheme)
+{
+    static char text[65536];
     char needle[64];
-    const char *line = NULL, *p, *colon;
+    const char *at;
 
     snprintf(needle, sizeof(needle), "listening on %s://", scheme);
-    if (!file_has(log_path, needle))
-        return 0;
-    for (p = file_text; (p = strstr(p, needle)) != NULL; p++)
-        line = p;
-    line += strlen(needle);
-    colon = strchr(line, ':');
-    return colon != NULL && colon < strchr(line, '\n') ? (unsigned)atoi(colon + 1) : 0;
+    for (int i = 0; i < 1000; i++, usleep(10000)) {
+        FILE *f = fopen(log_path, "r");
+        size_t n =
+            f != NULL && fseek(f, from, SEEK_SET) == 0 ? fread(text, 1, sizeof(text) - 1, f) : 0;
+        if (f != NULL)
+            fclose(f);
+        text[n] = '\0';
+        if ((at = strstr(text, needle)) != NULL && (at = strchr(at + strlen(needle), ':')) != NULL)
+            return (unsigned)strtoul(at + 1, NULL, 10);
+    }
+    return 0;
 }
 
 #endif
