@@ -80,18 +80,19 @@ static inline int finish(pid_t pid)
     return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
 }
 
-/* Polls a file until it contains needle (for up to 10 s). */
+/* Polls a file until it contains needle (for up to 10 s); the whole file is searched, however
+ * long a daemon's log has grown. */
 static inline bool file_has(const char *path, const char *needle)
 {
-    static char buf[65536];
-
     for (int i = 0; i < 1000; i++) {
         FILE *f = fopen(path, "r");
-        size_t n = f ? fread(buf, 1, sizeof(buf) - 1, f) : 0;
+        char *text = NULL;
+        size_t cap = 0;
+        bool found = f != NULL && getdelim(&text, &cap, '\0', f) > 0 && strstr(text, needle);
+        free(text);
         if (f != NULL)
             fclose(f);
-        buf[n] = '\0';
-        if (strstr(buf, needle) != NULL)
+        if (found)
             return true;
         usleep(10000);
     }
