@@ -252,7 +252,7 @@ static void running_task(char id[64])
                         "\"action_input\":{\"stay\":true}}}");
 
     ck_assert_msg(r.status == 200, "%ld %s", r.status, r.body);
-    snprintf(id, 64, "%s", field(&r, "task_id"));
+    snprintf(id, 64, "%.63s", field(&r, "task_id"));
 }
 
 static const char *task_state(const char *id)

@@ -30,7 +30,7 @@ static void install_plugin(const char *from, const char *name)
 /* smart-proxyd over HTTP with a file database and the testplug, script and ssh plugins. */
 static void setup(void)
 {
-    char settings[2048], dynflow[1024], sub[600];
+    char settings[2048], dynflow[2048], sub[600];
     long from;
 
     scratch_new(workdir, sizeof(workdir), "input");

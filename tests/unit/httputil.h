@@ -50,7 +50,7 @@ static inline struct reply call(const char *method, const char *path, const char
 {
     struct reply r = {0};
     struct curl_slist *headers = hdr ? curl_slist_append(NULL, hdr) : NULL;
-    char url[256];
+    char url[1024];
     CURL *c = curl_easy_init();
 
     snprintf(url, sizeof(url), "http://127.0.0.1:%u%s", port, path);
@@ -78,7 +78,7 @@ static inline struct reply call_tls_suite(const char *method, const char *path, 
                                           const char *certs, const char *name, long max_tls,
                                           const char *suite)
 {
-    char url[256], cert[600], key[600], ca[600];
+    char url[1024], cert[600], key[600], ca[600];
     struct reply r = {0};
     CURL *c = curl_easy_init();
 
